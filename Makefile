@@ -1,0 +1,51 @@
+# servelab: `make lab` runs the lab on this machine, `make test` runs the tests,
+# `make bench` prints the speed and footprint figures. Each target sets up what
+# it needs on a fresh machine first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# The exact versions CI and the lab install; pyproject.toml holds the ranges.
+CONSTRAINTS := constraints.txt
+PLAN ?= plans/quick.yml
+
+.PHONY: all lab test lint bench proto proto-check venv clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=25"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[server,controller,dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+lab: venv
+	$(BIN)/ansible-playbook lab.yml -e servelab_plan_file=$(abspath $(PLAN))
+
+# The wire contract's Python modules, generated from wire/tfserving.proto.
+proto: venv
+	$(PY) -m grpc_tools.protoc -I wire --python_out=wire --pyi_out=wire wire/tfserving.proto
+
+proto-check: venv
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -I wire --python_out=$$tmp --pyi_out=$$tmp wire/tfserving.proto && \
+	diff -q $$tmp/tfserving_pb2.py wire/tfserving_pb2.py && diff -q $$tmp/tfserving_pb2.pyi wire/tfserving_pb2.pyi && \
+	rm -rf $$tmp || { echo "wire/tfserving_pb2.py is stale: run 'make proto'"; exit 1; }
+
+lint: venv proto-check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint
+
+test: lint
+	$(BIN)/pytest -m "not slow"
+
+bench: venv
+	$(PY) bench/refserver_overhead.py
+	$(PY) bench/client_pool.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
