@@ -128,9 +128,7 @@ def pack_signature_def_map(signatures: pb.SignatureDefMap) -> Any:
     """Pack a SignatureDefMap into an Any with TF Serving's type URL."""
     from google.protobuf import any_pb2
 
-    return any_pb2.Any(
-        type_url=SIGNATURE_DEF_MAP_TYPE_URL, value=signatures.SerializeToString()
-    )
+    return any_pb2.Any(type_url=SIGNATURE_DEF_MAP_TYPE_URL, value=signatures.SerializeToString())
 
 
 def unpack_signature_def_map(response: pb.GetModelMetadataResponse) -> pb.SignatureDefMap:
