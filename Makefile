@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 # The exact versions CI and the lab install; pyproject.toml holds the ranges.
 CONSTRAINTS := constraints.txt
 PLAN ?= plans/quick.yml
+# ansible-playbook and ansible-lint find their siblings (ansible-galaxy, ...) on PATH.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all lab test lint bench proto proto-check venv clean
 

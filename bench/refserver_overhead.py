@@ -1,0 +1,394 @@
+"""How much throughput refserver's gRPC layer costs on top of OpenVINO itself.
+
+For each batch size it measures
+
+  (a) in-process: the compiled model, same hint and nireq, fed through an
+      AsyncInferQueue kept full for --seconds (the ceiling);
+  (b) served: refserver (openvino runtime) at saturation, driven by a
+      closed-loop pool of client processes that send a pre-serialized
+      PredictRequest and wait for each response before the next;
+
+and prints both, their ratio and the CPU each side used. Budget: served batch 1
+at >= 90% of in-process. Exit 0 when every point meets --min-ratio without
+errors, 1 when one does not, 2 on bad input.
+
+    .venv/bin/python bench/refserver_overhead.py                 # resnet_v1_50, batches 1 and 8
+    .venv/bin/python bench/refserver_overhead.py --batches 1 --seconds 20 --clients 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+
+from servelab.wire import api
+from servelab.wire import tfserving_pb2 as pb
+from servelab.wire.tensors import to_tensor_proto
+
+DEFAULT_REPO = Path("~/.cache/servelab/bench-models").expanduser()
+MODEL_INPUT = "input"
+MODEL_OUTPUT = "probabilities"
+
+
+@dataclass(frozen=True)
+class OverheadPoint:
+    model: str
+    batch: int
+    hint: str
+    nireq: int
+    clients: int
+    window_s: float
+    in_process_fps: float
+    in_process_cpu_cores: float
+    served_fps: float
+    served_requests: int
+    served_errors: int
+    served_p50_ms: float
+    served_p99_ms: float
+    server_cpu_cores: float
+    clients_cpu_cores: float
+    host_cpu_cores: float  # all processes on the host during the served window
+
+    @property
+    def ratio(self) -> float:
+        return self.served_fps / self.in_process_fps if self.in_process_fps else 0.0
+
+
+# --- (a) in-process ceiling -------------------------------------------------------------
+
+
+def measure_in_process(
+    xml: Path, batch: int, hint: str, nireq: int, seconds: float, warmup_s: float
+) -> tuple[float, float, int]:
+    """(frames/s, CPU cores used, nireq) of the compiled model kept busy via AsyncInferQueue."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(xml), "CPU", {"PERFORMANCE_HINT": hint})
+    nireq = nireq or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, nireq)
+    shape = [batch, *(d.get_length() for d in compiled.inputs[0].get_partial_shape()[1:])]
+    data = np.random.default_rng(0).random(shape, dtype=np.float32)
+    counted = {"done": 0}
+    window = {"open": False}
+
+    def completed(request, _userdata) -> None:
+        request.get_output_tensor(0).data.copy()  # the copy refserver makes too
+        if window["open"]:
+            counted["done"] += 1
+
+    queue.set_callback(completed)
+    me = psutil.Process()
+    deadline = time.perf_counter() + warmup_s
+    while time.perf_counter() < deadline:
+        queue.start_async({MODEL_INPUT: data}, share_inputs=True)
+    cpu_before = sum(me.cpu_times()[:2])
+    started = time.perf_counter()
+    window["open"] = True
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        queue.start_async({MODEL_INPUT: data}, share_inputs=True)
+    window["open"] = False
+    elapsed = time.perf_counter() - started
+    cpu = sum(me.cpu_times()[:2]) - cpu_before
+    queue.wait_all()
+    del queue, compiled
+    return counted["done"] * batch / elapsed, cpu / elapsed, nireq
+
+
+# --- (b) refserver driven by closed-loop clients ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refserver(model: str, base: Path, hint: str, nireq: int, workers: int | None):
+    port, rest_port = _free_port(), _free_port()
+    command = [
+        sys.executable, "-m", "servelab.refserver", "--runtime", "openvino",
+        "--model_name", model, "--model_path", str(base), "--port", str(port),
+        "--rest_port", str(rest_port), "--nireq", str(nireq), "--performance_hint", hint,
+    ]  # fmt: skip
+    if workers:
+        command += ["--grpc_workers", str(workers)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log: list[str] = []
+    threading.Thread(
+        target=lambda: log.extend(line.decode(errors="replace") for line in process.stderr),
+        daemon=True,
+    ).start()
+    target = f"127.0.0.1:{port}"
+    try:
+        _wait_available(process, target, model, log)
+        yield process, target
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_available(process: subprocess.Popen, target: str, model: str, log: list[str]) -> None:
+    deadline = time.monotonic() + 300
+    with grpc.insecure_channel(target) as channel:
+        stub = api.ModelServiceStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"refserver exited with {process.returncode}:\n{''.join(log)}")
+            try:
+                reply = stub.GetModelStatus(
+                    pb.GetModelStatusRequest(model_spec=api.model_spec(model)), timeout=1
+                )
+                if all(
+                    s.state == pb.ModelVersionStatus.AVAILABLE for s in reply.model_version_status
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.1)
+    raise RuntimeError(f"{model} not AVAILABLE within 300 s:\n{''.join(log)}")
+
+
+def _client(
+    target: str, payload: bytes, start_at: float, end_at: float, stop_at: float, out
+) -> None:
+    """One closed-loop client: count responses completed inside [start_at, end_at)."""
+    channel = grpc.insecure_channel(target, options=api.CHANNEL_OPTIONS)
+    # Bytes in, bytes out: the client spends no CPU on protobuf in the loop.
+    predict = channel.unary_unary(api.PREDICT)
+    latencies: list[float] = []
+    errors = 0
+    cpu_start = None
+    first_ok = False
+    while True:
+        now = time.time()
+        if now >= stop_at:
+            break
+        if cpu_start is None and now >= start_at:
+            cpu_start = time.process_time()
+        sent = time.perf_counter()
+        try:
+            reply = predict(payload, timeout=60)
+            ok = True
+        except grpc.RpcError:
+            ok = False
+        done = time.time()
+        if ok and not first_ok:  # check one answer fully; the rest are counted
+            response = pb.PredictResponse.FromString(reply)
+            first_ok = MODEL_OUTPUT in response.outputs
+        if start_at <= done < end_at:
+            if ok:
+                latencies.append(time.perf_counter() - sent)
+            else:
+                errors += 1
+        if cpu_start is not None and done >= end_at and "cpu" not in out:
+            out["cpu"] = time.process_time() - cpu_start
+    out.setdefault("cpu", time.process_time() - (cpu_start or 0.0))
+    out["latencies"] = latencies
+    out["errors"] = errors + (0 if first_ok else 1)
+    channel.close()
+
+
+def _client_process(target, payload, start_at, end_at, stop_at, queue) -> None:
+    out: dict = {}
+    _client(target, payload, start_at, end_at, stop_at, out)
+    queue.put(out)
+
+
+def measure_served(
+    target: str, server_pid: int, payload: bytes, batch: int, clients: int, seconds: float,
+    warmup_s: float,
+) -> dict:  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    spawn_margin_s = 3.0  # time for the spawned clients to import and connect
+    start_at = time.time() + spawn_margin_s + warmup_s
+    end_at = start_at + seconds
+    stop_at = end_at + 0.5
+    processes = [
+        context.Process(
+            target=_client_process, args=(target, payload, start_at, end_at, stop_at, queue)
+        )
+        for _ in range(clients)
+    ]
+    for process in processes:
+        process.start()
+    server = psutil.Process(server_pid)
+    time.sleep(max(0.0, start_at - time.time()))
+    server_cpu, host_cpu = sum(server.cpu_times()[:2]), psutil.cpu_times()
+    time.sleep(max(0.0, end_at - time.time()))
+    server_cpu = sum(server.cpu_times()[:2]) - server_cpu
+    host_after = psutil.cpu_times()
+    busy = (host_after.user + host_after.system + host_after.nice) - (
+        host_cpu.user + host_cpu.system + host_cpu.nice
+    )
+    results = [queue.get(timeout=stop_at - time.time() + 120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    latencies = np.array([x for r in results for x in r["latencies"]]) * 1000
+    requests = len(latencies)
+    return {
+        "served_fps": requests * batch / seconds,
+        "served_requests": requests,
+        "served_errors": sum(r["errors"] for r in results),
+        "served_p50_ms": float(np.percentile(latencies, 50)) if requests else 0.0,
+        "served_p99_ms": float(np.percentile(latencies, 99)) if requests else 0.0,
+        "server_cpu_cores": server_cpu / seconds,
+        "clients_cpu_cores": sum(r["cpu"] for r in results) / seconds,
+        "host_cpu_cores": busy / seconds,
+    }
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def _batches(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or any(v < 1 for v in values):
+        raise ValueError(text)
+    return values
+
+
+_batches.__name__ = "comma-separated batch sizes"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, default=DEFAULT_REPO, help=f"default {DEFAULT_REPO}")
+    parser.add_argument("--model", default="resnet_v1_50")
+    parser.add_argument("--batches", type=_batches, default=[1, 8])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each window")
+    parser.add_argument("--hint", default="THROUGHPUT", choices=("THROUGHPUT", "LATENCY"))
+    parser.add_argument("--nireq", type=int, default=0, help="0: the device's optimal number")
+    parser.add_argument("--clients", type=int, default=0, help="0: 2 x nireq client processes")
+    parser.add_argument("--grpc-workers", type=int, default=None)
+    parser.add_argument("--min-ratio", type=float, default=0.9, help="the budget, for batch 1")
+    parser.add_argument(
+        "--skip-build", action="store_true", help="use --repo as it is (no build_repository)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the points here")
+    return parser
+
+
+def _ensure_model(repo: Path, model: str, skip_build: bool) -> Path:
+    if not skip_build:
+        from servelab.controller.modelrepo import build_repository
+
+        build_repository(repo, [model], log=lambda line: print(f"  build: {line}", flush=True))
+    base = repo / "ov" / model
+    xml = base / "1" / "model.xml"
+    if not xml.is_file():
+        raise FileNotFoundError(f"--repo {repo}: no {xml}")
+    return base
+
+
+def print_table(points: list[OverheadPoint]) -> None:
+    header = (
+        f"{'model':<14}{'batch':>6}{'nireq':>6}{'clients':>8}{'in-proc fps':>13}"
+        f"{'served fps':>12}{'ratio':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+        f"{'cpu in-proc':>12}{'cpu server':>11}{'cpu clients':>12}{'cpu host':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for p in points:
+        print(
+            f"{p.model:<14}{p.batch:>6}{p.nireq:>6}{p.clients:>8}{p.in_process_fps:>13.1f}"
+            f"{p.served_fps:>12.1f}{p.ratio:>7.1%}{p.served_p50_ms:>8.1f}{p.served_p99_ms:>8.1f}"
+            f"{p.served_errors:>7}{p.in_process_cpu_cores:>12.2f}{p.server_cpu_cores:>11.2f}"
+            f"{p.clients_cpu_cores:>12.2f}{p.host_cpu_cores:>9.2f}"
+        )
+    print(f"(cpu columns: cores busy on average; host has {psutil.cpu_count()} logical CPUs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seconds <= 0 or args.nireq < 0 or args.clients < 0:
+        print("refserver_overhead: error: --seconds must be > 0, --nireq/--clients >= 0",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        base = _ensure_model(args.repo.expanduser(), args.model, args.skip_build)
+    except Exception as exc:
+        print(f"refserver_overhead: error: {args.model}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"# {args.model} from {base}; hint {args.hint}; window {args.seconds:g} s; "
+        f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, "
+        f"python {platform.python_version()}",
+        flush=True,
+    )
+    points: list[OverheadPoint] = []
+    for batch in args.batches:
+        fps, cpu, nireq = measure_in_process(
+            base / "1" / "model.xml", batch, args.hint, args.nireq, args.seconds, args.warmup
+        )
+        print(f"  batch {batch}: in-process {fps:.1f} fps (nireq {nireq})", flush=True)
+        clients = args.clients or max(2, 2 * nireq)
+        data = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
+        request = pb.PredictRequest(model_spec=api.model_spec(args.model))
+        request.inputs[MODEL_INPUT].CopyFrom(to_tensor_proto(data))
+        with refserver(args.model, base, args.hint, nireq, args.grpc_workers) as (process, target):
+            served = measure_served(
+                target, process.pid, request.SerializeToString(), batch, clients,
+                args.seconds, args.warmup,
+            )  # fmt: skip
+        point = OverheadPoint(
+            model=args.model,
+            batch=batch,
+            hint=args.hint,
+            nireq=nireq,
+            clients=clients,
+            window_s=args.seconds,
+            in_process_fps=fps,
+            in_process_cpu_cores=cpu,
+            **served,
+        )
+        print(f"  batch {batch}: served {point.served_fps:.1f} fps ({point.ratio:.1%})", flush=True)
+        points.append(point)
+    print()
+    print_table(points)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "host": {"cpus": psutil.cpu_count(), "machine": platform.machine()},
+                    "pid": os.getpid(),
+                    "points": [asdict(p) | {"ratio": p.ratio} for p in points],
+                },
+                indent=2,
+            )
+        )
+    problems = [p for p in points if p.served_errors]
+    problems += [p for p in points if p.batch == 1 and p.ratio < args.min_ratio]
+    for p in problems:
+        print(
+            f"PROBLEM: batch {p.batch}: ratio {p.ratio:.1%} (budget {args.min_ratio:.0%}), "
+            f"{p.served_errors} errors"
+        )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

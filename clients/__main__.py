@@ -1,0 +1,5 @@
+import sys
+
+from servelab.clients.cli import main
+
+sys.exit(main())

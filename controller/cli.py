@@ -1,0 +1,37 @@
+"""The `servelab` command. Subcommand groups register themselves here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from servelab.controller.modelrepo import cli as models_cli
+from servelab.controller.modelrepo.errors import ModelRepoError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="servelab",
+        description="A reproducible lab that benchmarks model servers.",
+    )
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    models_cli.register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ModelRepoError as exc:
+        print(f"servelab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("servelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

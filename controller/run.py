@@ -1,0 +1,175 @@
+"""Run a plan: each point served, loaded and written to disk the moment it is measured.
+
+This is the controller's first cut: the points' numbers come from the client
+pools' summaries. Prometheus (HAProxy's counts, server metrics, CPU) and the
+report join when the client platform's load balancer and monitoring exist.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
+from servelab.controller.plan import Plan, Point
+
+# Pools on every client host start this long after the load phase is launched,
+# time enough for Ansible to reach them all.
+START_DELAY_S = 5.0
+
+
+@dataclass
+class PointResult:
+    server: str
+    model: str
+    batch: int
+    concurrency: int
+    repeat: int
+    throughput_fps: float | None = None
+    requests_per_s: float | None = None
+    latency_ms: dict[str, float] | None = None
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    verify_failures: int = 0
+    window_s: float | None = None
+    clients: dict[str, Any] = field(default_factory=dict)
+    valid: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def combine(point: Point, summaries: dict[str, dict[str, Any]], plan: Plan) -> PointResult:
+    """One point's record from the summaries of its client hosts."""
+    result = PointResult(point.server, point.model, point.batch, point.concurrency, point.repeat)
+    result.clients = summaries
+    if not summaries:
+        result.reasons.append("no client summary came back")
+        return result
+    result.throughput_fps = sum(s["throughput"]["frames_per_s"] for s in summaries.values())
+    result.requests_per_s = sum(s["throughput"]["requests_per_s"] for s in summaries.values())
+    result.requests = sum(s["requests"]["completed"] for s in summaries.values())
+    result.verify_failures = sum(s["requests"]["verification_failures"] for s in summaries.values())
+    for summary in summaries.values():
+        for code, count in summary["requests"]["errors"].items():
+            result.errors[code] = result.errors.get(code, 0) + count
+    result.window_s = min(s["window"]["duration_s"] for s in summaries.values())
+    if len(summaries) == 1:
+        result.latency_ms = next(iter(summaries.values()))["latency_ms"]
+    else:
+        result.reasons.append("latency of several client hosts is not merged yet")
+    if sum(result.errors.values()):
+        result.reasons.append(f"errors: {result.errors}")
+    if result.verify_failures:
+        result.reasons.append(f"{result.verify_failures} responses failed verification")
+    if result.window_s < plan.window.duration_s * 0.99:
+        result.reasons.append(
+            f"window {result.window_s:.2f} s is shorter than the plan's {plan.window.duration_s} s"
+        )
+    if result.requests == 0:
+        result.reasons.append("no request completed in the window")
+    result.valid = not result.reasons
+    return result
+
+
+class Run:
+    """A run directory that is rewritten after every point, so nothing measured is lost."""
+
+    def __init__(self, plan: Plan, inventory: Path, results_root: Path) -> None:
+        self.plan = plan
+        self.inventory = inventory
+        started = datetime.now(UTC)
+        self.id = started.strftime("%Y%m%dT%H%M%SZ") + f"-{plan.name}"
+        self.dir = results_root / self.id
+        (self.dir / "points").mkdir(parents=True, exist_ok=False)
+        latest = results_root / "latest"
+        if latest.is_symlink() or not latest.exists():
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(self.id)
+        self.meta: dict[str, Any] = {
+            "id": self.id,
+            "plan": plan.raw,
+            "started": started.isoformat(),
+            "finished": None,
+            "git_commit": _git_commit(),
+            "inventory": str(inventory),
+            "controller": {"host": platform.node(), "python": sys.version.split()[0]},
+        }
+        self.points: list[PointResult] = []
+        self.failures: list[str] = []
+        self.save()
+
+    def save(self) -> None:
+        document = {
+            "run": self.meta,
+            "points": [asdict(p) for p in self.points],
+            "failures": self.failures,
+        }
+        tmp = self.dir / "results.json.tmp"
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        tmp.replace(self.dir / "results.json")
+
+    def _phase(self, playbook: str, extravars: dict[str, Any]) -> None:
+        run_phase(
+            playbook,
+            {"servelab_plan_file": str(self.plan.source.resolve()), **extravars},
+            inventory=self.inventory,
+        )
+
+    def measure(self, point: Point) -> PointResult:
+        point_dir = self.dir / "points" / point.slug
+        point_dir.mkdir()
+        self._phase(
+            "playbooks/phases/load.yml",
+            {
+                "servelab_point": {**asdict(point), "slug": point.slug},
+                "servelab_start_at": round(time.time() + START_DELAY_S, 3),
+                "servelab_point_dir": str(point_dir),
+            },
+        )
+        summaries = {p.stem: json.loads(p.read_text()) for p in sorted(point_dir.glob("*.json"))}
+        return combine(point, summaries, self.plan)
+
+    def execute(self) -> int:
+        """Measure every point; a failed phase is recorded and the run goes on."""
+        served: str | None = None
+        for point in self.plan.points():
+            try:
+                if point.server != served:
+                    print(f"serving {point.server}", flush=True)
+                    self._phase("playbooks/phases/serve.yml", {"servelab_serve_kind": point.server})
+                    served = point.server
+                result = self.measure(point)
+            except PhaseFailed as exc:
+                self.failures.append(f"{point.slug}: {exc}")
+                served = None
+                print(f"FAILED {point.slug}: {exc}", flush=True)
+                self.save()
+                continue
+            self.points.append(result)
+            self.save()
+            fps = f"{result.throughput_fps:.1f}" if result.throughput_fps is not None else "-"
+            mark = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)
+            print(f"{point.slug}: {fps} frames/s ({mark})", flush=True)
+        self.meta["finished"] = datetime.now(UTC).isoformat()
+        self.save()
+        print(f"results: {self.dir / 'results.json'}", flush=True)
+        return 0 if not self.failures and all(p.valid for p in self.points) else 1
