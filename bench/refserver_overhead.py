@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import multiprocessing
 import os
@@ -341,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     points: list[OverheadPoint] = []
     for batch in args.batches:
+        # A hung measurement ends with every thread's stack instead of hanging the caller.
+        faulthandler.dump_traceback_later(4 * (args.seconds + args.warmup) + 300, exit=True)
         fps, cpu, nireq = measure_in_process(
             base / "1" / "model.xml", batch, args.hint, args.nireq, args.seconds, args.warmup
         )
@@ -367,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  batch {batch}: served {point.served_fps:.1f} fps ({point.ratio:.1%})", flush=True)
         points.append(point)
+    faulthandler.cancel_dump_traceback_later()
     print()
     print_table(points)
     if args.json:

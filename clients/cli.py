@@ -200,10 +200,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     golden_path = _golden_path(args)
-    golden = Golden.load(golden_path) if golden_path is not None else None
     signature = fetch_signature(
         args.target, args.model, args.model_version, args.signature, args.connect_timeout
     )
+    golden = Golden.load(golden_path) if golden_path is not None else None
     workload = build_workload(
         signature, args.signature, args.batch, args.input, golden, seed=args.seed
     )

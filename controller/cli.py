@@ -6,8 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from servelab.controller import run as run_cli
 from servelab.controller.modelrepo import cli as models_cli
 from servelab.controller.modelrepo.errors import ModelRepoError
+from servelab.controller.plan import PlanError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     models_cli.register(groups)
+    run_cli.register(groups)
     return parser
 
 
@@ -25,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
+    except PlanError as exc:
+        print(f"servelab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ModelRepoError as exc:
         print(f"servelab: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -37,7 +37,12 @@ def _failure_message(event: dict[str, Any]) -> str | None:
     if data.get("ignore_errors"):
         return None
     result = data.get("res", {})
-    text = result.get("msg") or result.get("stderr") or str(result)[:500]
+    # A failed loop says "One or more items failed"; its items say why.
+    items = [r for r in result.get("results", []) if isinstance(r, dict) and r.get("failed")]
+    texts = [r.get("msg") or r.get("stderr") or "" for r in items] or [
+        result.get("msg") or result.get("stderr") or str(result)[:500]
+    ]
+    text = "; ".join(t for t in texts if t)
     return f"{data.get('host', '?')}: {data.get('task', '?')}: {text}"
 
 

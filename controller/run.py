@@ -93,9 +93,16 @@ def combine(point: Point, summaries: dict[str, dict[str, Any]], plan: Plan) -> P
 class Run:
     """A run directory that is rewritten after every point, so nothing measured is lost."""
 
-    def __init__(self, plan: Plan, inventory: Path, results_root: Path) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        inventory: Path,
+        results_root: Path,
+        extravars: dict[str, Any] | None = None,
+    ) -> None:
         self.plan = plan
         self.inventory = inventory
+        self.extravars = extravars or {}
         started = datetime.now(UTC)
         self.id = started.strftime("%Y%m%dT%H%M%SZ") + f"-{plan.name}"
         self.dir = results_root / self.id
@@ -130,7 +137,7 @@ class Run:
     def _phase(self, playbook: str, extravars: dict[str, Any]) -> None:
         run_phase(
             playbook,
-            {"servelab_plan_file": str(self.plan.source.resolve()), **extravars},
+            {**self.extravars, "servelab_plan_file": str(self.plan.source.resolve()), **extravars},
             inventory=self.inventory,
         )
 
@@ -169,7 +176,58 @@ class Run:
             fps = f"{result.throughput_fps:.1f}" if result.throughput_fps is not None else "-"
             mark = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)
             print(f"{point.slug}: {fps} frames/s ({mark})", flush=True)
+        try:  # servers stop whether or not the points went well
+            self._phase("playbooks/teardown.yml", {})
+        except PhaseFailed as exc:
+            self.failures.append(f"teardown: {exc}")
         self.meta["finished"] = datetime.now(UTC).isoformat()
         self.save()
         print(f"results: {self.dir / 'results.json'}", flush=True)
         return 0 if not self.failures and all(p.valid for p in self.points) else 1
+
+
+def register(groups: Any) -> None:
+    """The `servelab run` subcommand."""
+    parser = groups.add_parser("run", help="run a benchmark plan through the lab's phases")
+    parser.add_argument("--plan", type=Path, required=True, help="plan file (plans/*.yml)")
+    parser.add_argument(
+        "--inventory",
+        type=Path,
+        default=PROJECT_DIR / "inventory" / "local.yml",
+        help="Ansible inventory of the lab (default: the embedded inventory/local.yml)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=PROJECT_DIR / "results",
+        help="where results/<run-id>/ is written (default: results/ in the project)",
+    )
+    parser.add_argument(
+        "--extra-vars",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="variables (a JSON object) handed to every phase playbook, like ansible's -e",
+    )
+    parser.set_defaults(handler=_run_command)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    import argparse
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of variable names to values")
+    return value
+
+
+def _run_command(args: Any) -> int:
+    from servelab.controller.plan import PlanError, load_plan
+
+    plan = load_plan(args.plan)
+    if not args.inventory.is_file():
+        raise PlanError(f"inventory {args.inventory} does not exist; name an inventory file")
+    return Run(plan, args.inventory, args.results, args.extra_vars).execute()
