@@ -30,6 +30,15 @@ class PhaseResult:
         return self.status == "successful" and self.rc == 0 and not any(self.failures.values())
 
 
+def _reason(result: dict[str, Any]) -> str:
+    """Ansible's message, with the last line a failed command wrote to stderr."""
+    message = str(result.get("msg") or "")
+    stderr = str(result.get("stderr") or "").strip()
+    if stderr:
+        message = f"{message}: {stderr.splitlines()[-1]}" if message else stderr.splitlines()[-1]
+    return message or str(result)[:500]
+
+
 def _failure_message(event: dict[str, Any]) -> str | None:
     if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
         return None
@@ -39,10 +48,7 @@ def _failure_message(event: dict[str, Any]) -> str | None:
     result = data.get("res", {})
     # A failed loop says "One or more items failed"; its items say why.
     items = [r for r in result.get("results", []) if isinstance(r, dict) and r.get("failed")]
-    texts = [r.get("msg") or r.get("stderr") or "" for r in items] or [
-        result.get("msg") or result.get("stderr") or str(result)[:500]
-    ]
-    text = "; ".join(t for t in texts if t)
+    text = "; ".join(_reason(r) for r in items) or _reason(result)
     return f"{data.get('host', '?')}: {data.get('task', '?')}: {text}"
 
 

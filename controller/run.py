@@ -11,7 +11,6 @@ import json
 import platform
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +18,6 @@ from typing import Any
 
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
 from servelab.controller.plan import Plan, Point
-
-# Pools on every client host start this long after the load phase is launched,
-# time enough for Ansible to reach them all.
-START_DELAY_S = 5.0
 
 
 @dataclass
@@ -148,7 +143,6 @@ class Run:
             "playbooks/phases/load.yml",
             {
                 "servelab_point": {**asdict(point), "slug": point.slug},
-                "servelab_start_at": round(time.time() + START_DELAY_S, 3),
                 "servelab_point_dir": str(point_dir),
             },
         )

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# OpenVINO forks a helper process while it loads a model; gRPC's fork handlers would
+# only log that other threads are busy in gRPC. The child never touches gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from servelab.refserver.config import (
     DEFAULT_PORTS,

@@ -63,6 +63,7 @@ class OpenVINORuntime:
         )
         self.queue = ov.AsyncInferQueue(self.compiled, self.nireq)
         self.queue.set_callback(self._completed)
+        self._submit = threading.Lock()
         self.inputs = tuple(_spec(port) for port in self.compiled.inputs)
         self.outputs = tuple(_spec(port) for port in self.compiled.outputs)
         self._output_names = [spec.name for spec in self.outputs]
@@ -87,8 +88,12 @@ class OpenVINORuntime:
     def infer(self, inputs: dict[str, np.ndarray]) -> Inference:
         pending = _Pending(inputs)
         try:
-            # Blocks (without the GIL) until one of the nireq requests is idle.
-            self.queue.start_async(inputs, userdata=pending, share_inputs=True)
+            # One submitter at a time: AsyncInferQueue.start_async deadlocks when several
+            # threads call it at once (one holds the queue's mutex while it waits for an
+            # idle request, whose completion callback needs that mutex). The others wait
+            # here without the GIL, and the holder waits for an idle request without it.
+            with self._submit:
+                self.queue.start_async(inputs, userdata=pending, share_inputs=True)
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO refused the inputs: {exc}") from None
         pending.done.wait()
@@ -96,5 +101,8 @@ class OpenVINORuntime:
             raise InferenceError(pending.error)
         return Inference(outputs=pending.outputs, inference_s=pending.inference_s)
 
-    def close(self) -> None:
-        self.queue.wait_all()
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait for requests still running, but never hang the shutdown on them."""
+        waiter = threading.Thread(target=self.queue.wait_all, name="close", daemon=True)
+        waiter.start()
+        waiter.join(timeout_s)

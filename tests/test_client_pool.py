@@ -139,7 +139,7 @@ def test_a_killed_server_gives_errors_by_code_and_a_summary(tiny_repo: Path) -> 
 
 def test_two_pools_with_the_same_start_at_start_together(tiny_repo: Path) -> None:
     with running_refserver("openvino", tiny_repo) as server:
-        start_at = time.time() + 4.0
+        start_at = time.time() + 5.0
         extra = ("--concurrency", "1", "--processes", "1", "--start-at", f"{start_at:.3f}")
         pools = [
             subprocess.Popen(

@@ -240,3 +240,21 @@ def test_batch32_resnet_sized_message_passes_the_grpc_limits(stubs) -> None:
     error = rpc_error(predict.Predict, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "has shape [32,224,224,3]; model expects [-1,32,32,3]" in error.details()
+
+
+def test_concurrent_predicts_all_answer_correctly(stubs, golden) -> None:
+    """More callers than infer requests (nireq 2): every answer right, none stuck."""
+    predict, _ = stubs
+    calls = []
+    for i in range(64):
+        rows = (np.arange(1 + i % 4) + i) % len(golden["inputs"])
+        calls.append(
+            (rows, predict.Predict.future(predict_request(golden["inputs"][rows]), timeout=60))
+        )
+    for rows, future in calls:
+        np.testing.assert_allclose(
+            to_ndarray(future.result().outputs["probabilities"]),
+            golden["outputs"][rows],
+            atol=float(golden["atol"]),
+            rtol=float(golden["rtol"]),
+        )
