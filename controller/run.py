@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from servelab.clients.histogram import LogHistogram
+from servelab.clients.summary import latency_ms
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
 from servelab.controller.plan import Plan, Point
 
@@ -67,10 +69,11 @@ def combine(point: Point, summaries: dict[str, dict[str, Any]], plan: Plan) -> P
         for code, count in summary["requests"]["errors"].items():
             result.errors[code] = result.errors.get(code, 0) + count
     result.window_s = min(s["window"]["duration_s"] for s in summaries.values())
-    if len(summaries) == 1:
-        result.latency_ms = next(iter(summaries.values()))["latency_ms"]
-    else:
-        result.reasons.append("latency of several client hosts is not merged yet")
+    # Pools on several hosts merge exactly through their histograms.
+    histogram = LogHistogram()
+    for summary in summaries.values():
+        histogram.merge(LogHistogram.from_dict(summary["latency_histogram_s"]))
+    result.latency_ms = latency_ms(histogram)
     if sum(result.errors.values()):
         result.reasons.append(f"errors: {result.errors}")
     if result.verify_failures:

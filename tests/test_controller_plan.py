@@ -1,0 +1,77 @@
+"""Plan files: the shipped plans load, and each mistake gets a message naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servelab.controller.plan import PlanError, load_plan
+
+PLANS = Path(__file__).resolve().parent.parent / "plans"
+
+
+@pytest.mark.parametrize("name", ["quick", "published", "smoke"])
+def test_shipped_plans_load(name):
+    plan = load_plan(PLANS / f"{name}.yml")
+    assert plan.baseline in plan.servers
+    points = list(plan.points())
+    expected = (
+        len(plan.servers)
+        * len(plan.models)
+        * len(plan.batches)
+        * len(plan.concurrency)
+        * plan.repeats
+    )
+    assert len(points) == expected
+    # grouped by server kind, so each kind is started once
+    servers = [p.server for p in points]
+    assert servers == sorted(servers, key=plan.servers.index)
+
+
+def test_the_published_plan_is_the_published_matrix():
+    plan = load_plan(PLANS / "published.yml")
+    assert plan.models == ("resnet_v1_50", "resnet_v2_50", "resnet_v1_152", "resnet_v2_152")
+    assert plan.batches == (1, 8, 16, 32)
+
+
+def _write(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load((PLANS / "smoke.yml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    path = tmp_path / "plan.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"servers": ["ref-openvino", "triton"]}, r"unknown server kind\(s\) \['triton'\]"),
+        ({"baseline": "ovms"}, "baseline 'ovms' is not one of the plan's servers"),
+        ({"batches": [1, 0]}, "'batches' holds 0; use positive integers"),
+        ({"batches": []}, "'batches' must be a non-empty list"),
+        ({"concurrency": ["4"]}, "'concurrency' holds '4'"),
+        ({"models": None}, "'models' must be a non-empty list of names"),
+        ({"repeats": 0}, "'repeats' is 0"),
+        ({"window": {"warmup_s": 1, "duration_s": 0, "cooldown_s": 0}}, "window.duration_s"),
+        ({"window": None}, "'window' must map"),
+    ],
+)
+def test_mistakes_are_named(tmp_path, changes, message):
+    with pytest.raises(PlanError, match=message) as raised:
+        load_plan(_write(tmp_path, **changes))
+    assert raised.value.exit_code == 2
+
+
+def test_a_missing_or_broken_file_is_named(tmp_path):
+    with pytest.raises(PlanError, match="cannot read plan"):
+        load_plan(tmp_path / "absent.yml")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("servers: [unclosed\n")
+    with pytest.raises(PlanError, match="not valid YAML"):
+        load_plan(broken)

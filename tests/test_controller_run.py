@@ -1,0 +1,79 @@
+"""How the controller turns the client pools' summaries into a point's record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servelab.clients.histogram import LogHistogram
+from servelab.controller.plan import Point, load_plan
+from servelab.controller.run import combine
+
+PLAN = load_plan(Path(__file__).resolve().parent.parent / "plans" / "smoke.yml")
+POINT = Point("ref-openvino", "tiny", 4, 2, 0)
+
+
+def _summary(latencies_s, batch=4, duration_s=2.0, errors=None, failures=0):
+    histogram = LogHistogram()
+    for value in latencies_s:
+        histogram.record(value)
+    completed = len(latencies_s)
+    verified = completed - failures
+    return {
+        "requests": {
+            "completed": completed,
+            "verified": verified,
+            "verification_failures": failures,
+            "errors": errors or {},
+        },
+        "throughput": {
+            "requests_per_s": completed / duration_s,
+            "frames_per_s": verified * batch / duration_s,
+        },
+        "window": {"duration_s": duration_s},
+        "latency_histogram_s": histogram.to_dict(),
+    }
+
+
+def test_two_hosts_add_up_and_their_latencies_merge_exactly():
+    a = [0.010] * 90 + [0.050] * 10
+    b = [0.020] * 100
+    point = combine(POINT, {"c1": _summary(a), "c2": _summary(b)}, PLAN)
+    assert point.valid, point.reasons
+    assert point.requests == 200
+    assert point.throughput_fps == pytest.approx(200 * 4 / 2.0)
+    assert point.requests_per_s == pytest.approx(100.0)
+    # 190 of 200 samples are at or under 20 ms, so p90 is 20 ms and p99 is 50 ms (1% buckets)
+    assert point.latency_ms["p90"] == pytest.approx(20.0, rel=0.01)
+    assert point.latency_ms["p99"] == pytest.approx(50.0, rel=0.01)
+    assert point.latency_ms["max"] == pytest.approx(50.0, rel=0.01)
+
+
+def test_errors_and_wrong_answers_make_the_point_invalid_with_reasons():
+    point = combine(
+        POINT,
+        {
+            "c1": _summary([0.01] * 10, errors={"UNAVAILABLE": 2}),
+            "c2": _summary([0.01] * 10, errors={"UNAVAILABLE": 1, "INTERNAL": 1}, failures=3),
+        },
+        PLAN,
+    )
+    assert not point.valid
+    assert point.errors == {"UNAVAILABLE": 3, "INTERNAL": 1}
+    assert point.verify_failures == 3
+    assert point.throughput_fps == pytest.approx((10 + 7) * 4 / 2.0)
+    assert any("errors" in r for r in point.reasons)
+    assert any("3 responses failed verification" in r for r in point.reasons)
+
+
+def test_a_short_window_is_invalid():
+    point = combine(POINT, {"c1": _summary([0.01] * 10, duration_s=1.0)}, PLAN)
+    assert not point.valid
+    assert any("shorter than the plan's 2.0 s" in r for r in point.reasons)
+
+
+def test_no_summary_is_an_invalid_point_not_a_crash():
+    point = combine(POINT, {}, PLAN)
+    assert not point.valid
+    assert point.reasons == ["no client summary came back"]
