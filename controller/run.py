@@ -18,6 +18,8 @@ from typing import Any
 
 from servelab.clients.histogram import LogHistogram
 from servelab.clients.summary import latency_ms
+from servelab.controller.modelrepo.ceiling import CEILING_FILE, CeilingRecord, load_ceiling
+from servelab.controller.modelrepo.errors import ModelRepoError
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
 from servelab.controller.plan import Plan, Point
 
@@ -36,6 +38,7 @@ class PointResult:
     errors: dict[str, int] = field(default_factory=dict)
     verify_failures: int = 0
     window_s: float | None = None
+    in_process_fps: float | None = None  # the runtime alone on the server host (ceiling.json)
     clients: dict[str, Any] = field(default_factory=dict)
     valid: bool = False
     reasons: list[str] = field(default_factory=list)
@@ -54,9 +57,16 @@ def _git_commit() -> str | None:
     return out.stdout.strip()
 
 
-def combine(point: Point, summaries: dict[str, dict[str, Any]], plan: Plan) -> PointResult:
+def combine(
+    point: Point,
+    summaries: dict[str, dict[str, Any]],
+    plan: Plan,
+    ceiling: dict[tuple[str, int], CeilingRecord] | None = None,
+) -> PointResult:
     """One point's record from the summaries of its client hosts."""
     result = PointResult(point.server, point.model, point.batch, point.concurrency, point.repeat)
+    record = (ceiling or {}).get((point.model, point.batch))
+    result.in_process_fps = record.throughput_fps if record else None
     result.clients = summaries
     if not summaries:
         result.reasons.append("no client summary came back")
@@ -150,7 +160,12 @@ class Run:
             },
         )
         summaries = {p.stem: json.loads(p.read_text()) for p in sorted(point_dir.glob("*.json"))}
-        return combine(point, summaries, self.plan)
+        try:
+            ceiling = load_ceiling(self.dir)
+        except ModelRepoError as exc:  # a damaged copy costs the ceiling, not the point
+            print(f"ceiling not read: {exc}", flush=True)
+            ceiling = {}
+        return combine(point, summaries, self.plan, ceiling)
 
     def execute(self) -> int:
         """Measure every point; a failed phase is recorded and the run goes on."""
@@ -159,7 +174,13 @@ class Run:
             try:
                 if point.server != served:
                     print(f"serving {point.server}", flush=True)
-                    self._phase("playbooks/phases/serve.yml", {"servelab_serve_kind": point.server})
+                    self._phase(
+                        "playbooks/phases/serve.yml",
+                        {
+                            "servelab_serve_kind": point.server,
+                            "servelab_ceiling_dest": str(self.dir / CEILING_FILE),
+                        },
+                    )
                     served = point.server
                 result = self.measure(point)
             except PhaseFailed as exc:

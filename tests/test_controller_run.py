@@ -77,3 +77,23 @@ def test_no_summary_is_an_invalid_point_not_a_crash():
     point = combine(POINT, {}, PLAN)
     assert not point.valid
     assert point.reasons == ["no client summary came back"]
+
+
+def _ceiling_record(model, batch, fps):
+    from dataclasses import fields
+
+    from servelab.controller.modelrepo.ceiling import CeilingRecord
+
+    data = {f.name: 0 for f in fields(CeilingRecord)}
+    return CeilingRecord.from_json({**data, "model": model, "batch": batch, "throughput_fps": fps})
+
+
+def test_the_in_process_ceiling_of_the_same_model_and_batch_is_attached():
+    ceiling = {
+        ("tiny", 4): _ceiling_record("tiny", 4, 123.0),
+        ("tiny", 1): _ceiling_record("tiny", 1, 50.0),
+    }
+    point = combine(POINT, {"c1": _summary([0.01] * 10)}, PLAN, ceiling)
+    assert point.in_process_fps == 123.0
+    other = combine(Point("ref-openvino", "tiny", 8, 2, 0), {"c1": _summary([0.01])}, PLAN, ceiling)
+    assert other.in_process_fps is None
