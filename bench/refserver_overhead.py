@@ -86,7 +86,34 @@ class OverheadPoint:
 # --- (a) in-process ceiling -------------------------------------------------------------
 
 
+def _in_process_child(queue, *args) -> None:
+    queue.put(_measure_in_process(*args))
+    queue.close()
+    queue.join_thread()
+    # Skip interpreter finalization: tearing down OpenVINO's objects there can deadlock
+    # with a completion callback that still wants the GIL, and the figures are sent.
+    os._exit(0)
+
+
 def measure_in_process(
+    xml: Path, batch: int, hint: str, nireq: int, seconds: float, warmup_s: float
+) -> tuple[float, float, float, int]:
+    """_measure_in_process in a fresh process, so OpenVINO's threads and memory go with it."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(
+        target=_in_process_child, args=(queue, xml, batch, hint, nireq, seconds, warmup_s)
+    )
+    child.start()
+    try:
+        return queue.get(timeout=seconds + warmup_s + 300)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+
+
+def _measure_in_process(
     xml: Path, batch: int, hint: str, nireq: int, seconds: float, warmup_s: float
 ) -> tuple[float, float, float, int]:
     """(frames/s, cores used, cores the host used, nireq) of the model kept busy in-process."""
@@ -122,7 +149,6 @@ def measure_in_process(
     cpu = sum(me.cpu_times()[:2]) - cpu_before
     host = _CpuWindow.host_busy() - host_before
     queue.wait_all()
-    del queue, compiled
     return counted["done"] * batch / elapsed, cpu / elapsed, host / elapsed, nireq
 
 

@@ -235,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servelab-refserver: error: {exc}", file=sys.stderr)
         return 2
     log.info("serving %s", server.describe())
-    return server.serve(args.drain_timeout)
+    code = server.serve(args.drain_timeout)
+    # Requests are drained and the runtimes closed: leave without interpreter
+    # finalization, where destroying OpenVINO's objects can deadlock with a completion
+    # callback still waiting for the GIL (seen as a hang at exit under load).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
