@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -75,7 +76,7 @@ class ModelRegistry:
         self._models = {config.name: ServedModel(config) for config in configs}
         self._lock = threading.Lock()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models.values())
 
     def get(self, name: str) -> ServedModel | None:

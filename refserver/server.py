@@ -157,6 +157,9 @@ class RefServer:
             log.info(
                 "stopping: no new requests; draining in-flight ones (up to %g s)", drain_timeout_s
             )
+        for model in self.registry:
+            if model.state is State.AVAILABLE:  # in-flight requests finish; no new ones
+                self.registry.set_state(model, State.UNLOADING)
         if self._grpc is not None:
             self._grpc.stop(grace=drain_timeout_s).wait()
         if self._rest is not None:
@@ -164,7 +167,6 @@ class RefServer:
             self._rest.server_close()
         for model in self.registry:
             if model.runtime is not None:
-                self.registry.set_state(model, State.UNLOADING)
                 model.runtime.close()
                 self.registry.set_state(model, State.END)
         if self._load_failed:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
 
 from servelab.refserver.metrics import ServerMetrics
 from servelab.refserver.models import ModelRegistry, ServedModel, ServingError, State
-from servelab.refserver.runtime import InferenceError
+from servelab.refserver.runtime import InferenceError, TensorSpec
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
 from servelab.wire.tensors import TensorError, data_type, dtype_name, shape_proto, to_ndarray
@@ -89,7 +90,7 @@ def decode_inputs(model: ServedModel, request: pb.PredictRequest) -> dict[str, n
     return arrays
 
 
-def _output_names(model: ServedModel, output_filter) -> list[str]:
+def _output_names(model: ServedModel, output_filter: Sequence[str]) -> list[str]:
     assert model.runtime is not None
     known = [spec.name for spec in model.runtime.outputs]
     if not output_filter:
@@ -112,7 +113,7 @@ def _encode(proto: pb.TensorProto, array: np.ndarray) -> None:
     proto.tensor_content = array.tobytes()
 
 
-def _tensor_info(spec) -> pb.TensorInfo:
+def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
     return pb.TensorInfo(
         name=spec.tensor_name, dtype=data_type(spec.dtype), tensor_shape=shape_proto(spec.shape)
     )
@@ -149,15 +150,21 @@ class Servicer:
         )
         context.abort(error.code, error.message)
 
-    def predict(self, request: pb.PredictRequest, context: grpc.ServicerContext):
+    def predict(
+        self, request: pb.PredictRequest, context: grpc.ServicerContext
+    ) -> pb.PredictResponse:
         return self._answer("Predict", request.model_spec, context, lambda: self._predict(request))
 
-    def get_model_metadata(self, request: pb.GetModelMetadataRequest, context):
+    def get_model_metadata(
+        self, request: pb.GetModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.GetModelMetadataResponse:
         return self._answer(
             "GetModelMetadata", request.model_spec, context, lambda: self._metadata(request)
         )
 
-    def get_model_status(self, request: pb.GetModelStatusRequest, context):
+    def get_model_status(
+        self, request: pb.GetModelStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetModelStatusResponse:
         return self._answer(
             "GetModelStatus", request.model_spec, context, lambda: self._status(request)
         )
