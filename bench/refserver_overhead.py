@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     batch1 = [p.ratio for p in points if p.batch == 1]
     if batch1:
         median = float(np.median(batch1))
-        verdict = "within" if median >= args.min_ratio else "OVER"
+        verdict = "within" if median >= args.min_ratio else "BELOW"
         print(
             f"batch 1: served/in-process {median:.1%} (median of {len(batch1)}); "
             f"{verdict} the budget (>= {args.min_ratio:.0%})"

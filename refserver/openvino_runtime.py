@@ -68,9 +68,15 @@ class OpenVINORuntime:
         self.outputs = tuple(_spec(port) for port in self.compiled.outputs)
         self._output_names = [spec.name for spec in self.outputs]
         hint = config.get("PERFORMANCE_HINT", performance_hint)
+        # bf16 on CPUs that have it, unless plugin_config asks for f32: say which.
+        try:
+            value = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            precision = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        except RuntimeError:
+            precision = "device default"
         self.description = (
             f"OpenVINO {ov.get_version().split('-')[0]} {model.target_device} "
-            f"hint={hint} nireq={self.nireq}"
+            f"hint={hint} nireq={self.nireq} precision={precision}"
         )
 
     def _completed(self, request: ov.InferRequest, pending: _Pending) -> None:

@@ -231,3 +231,15 @@ def test_port_in_use_is_a_bad_flag(tiny_repo: Path) -> None:
         f"servelab-refserver: error: --port {server.grpc_port}: "
         f"cannot bind 127.0.0.1:{server.grpc_port} (Address already in use)"
     )
+
+
+def test_the_start_line_names_the_precision_plugin_config_asks_for(tiny_repo: Path, golden):
+    # bf16 or f32 changes throughput; the server must say which one it runs.
+    config = json.dumps({"INFERENCE_PRECISION_HINT": "f32"})
+    with running_refserver("openvino", tiny_repo, plugin_config=config) as server:
+        with grpc.insecure_channel(server.target, options=api.CHANNEL_OPTIONS) as channel:
+            response = api.PredictionServiceStub(channel).Predict(
+                _request(golden["inputs"][:2]), timeout=30
+            )
+        _assert_golden(response, golden, np.arange(2))
+        assert "precision=f32" in server.log()
