@@ -23,6 +23,9 @@ from servelab.controller.modelrepo.errors import ModelRepoError
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
 from servelab.controller.plan import Plan, Point
 
+# The server kinds whose runtime is OpenVINO, which the in-process ceiling measures.
+OPENVINO_KINDS = frozenset({"ref-openvino", "ovms"})
+
 
 @dataclass
 class PointResult:
@@ -65,8 +68,10 @@ def combine(
 ) -> PointResult:
     """One point's record from the summaries of its client hosts."""
     result = PointResult(point.server, point.model, point.batch, point.concurrency, point.repeat)
-    record = (ceiling or {}).get((point.model, point.batch))
-    result.in_process_fps = record.throughput_fps if record else None
+    # The ceiling is OpenVINO's own throughput: it belongs to the kinds that run OpenVINO.
+    if point.server in OPENVINO_KINDS:
+        record = (ceiling or {}).get((point.model, point.batch))
+        result.in_process_fps = record.throughput_fps if record else None
     result.clients = summaries
     if not summaries:
         result.reasons.append("no client summary came back")

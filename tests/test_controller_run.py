@@ -97,3 +97,7 @@ def test_the_in_process_ceiling_of_the_same_model_and_batch_is_attached():
     assert point.in_process_fps == 123.0
     other = combine(Point("ref-openvino", "tiny", 8, 2, 0), {"c1": _summary([0.01])}, PLAN, ceiling)
     assert other.in_process_fps is None
+    tensorflow = combine(
+        Point("ref-tensorflow", "tiny", 4, 2, 0), {"c1": _summary([0.01])}, PLAN, ceiling
+    )
+    assert tensorflow.in_process_fps is None  # OpenVINO's ceiling says nothing of TensorFlow
