@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from servelab.controller import readiness
 from servelab.controller import run as run_cli
 from servelab.controller.modelrepo import cli as models_cli
 from servelab.controller.modelrepo.errors import ModelRepoError
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     models_cli.register(groups)
     run_cli.register(groups)
+    readiness.register(groups)
     return parser
 
 
