@@ -103,6 +103,28 @@ def combine(
     return result
 
 
+def summary_table(points: list[PointResult]) -> str:
+    """The run's points as a fixed-width table for the terminal."""
+    header = (
+        f"{'server':<15} {'model':<14} {'batch':>5} {'conc':>4} {'frames/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'in-proc':>8}  valid"
+    )
+    lines = [header, "-" * len(header)]
+
+    def number(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for p in points:
+        latency = p.latency_ms or {}
+        lines.append(
+            f"{p.server:<15} {p.model:<14} {p.batch:>5} {p.concurrency:>4} "
+            f"{number(p.throughput_fps):>9} {number(latency.get('p50')):>8} "
+            f"{number(latency.get('p99')):>8} {number(p.in_process_fps):>8}  "
+            + ("yes" if p.valid else "NO: " + "; ".join(p.reasons))
+        )
+    return "\n".join(lines)
+
+
 class Run:
     """A run directory that is rewritten after every point, so nothing measured is lost."""
 
@@ -205,6 +227,7 @@ class Run:
             self.failures.append(f"teardown: {exc}")
         self.meta["finished"] = datetime.now(UTC).isoformat()
         self.save()
+        print(summary_table(self.points), flush=True)
         print(f"results: {self.dir / 'results.json'}", flush=True)
         return 0 if not self.failures and all(p.valid for p in self.points) else 1
 

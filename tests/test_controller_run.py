@@ -101,3 +101,15 @@ def test_the_in_process_ceiling_of_the_same_model_and_batch_is_attached():
         Point("ref-tensorflow", "tiny", 4, 2, 0), {"c1": _summary([0.01])}, PLAN, ceiling
     )
     assert tensorflow.in_process_fps is None  # OpenVINO's ceiling says nothing of TensorFlow
+
+
+def test_the_summary_table_has_a_row_per_point_with_its_verdict():
+    from servelab.controller.run import summary_table
+
+    good = combine(POINT, {"c1": _summary([0.010] * 100)}, PLAN)
+    bad = combine(POINT, {"c1": _summary([0.010] * 10, errors={"UNAVAILABLE": 1})}, PLAN)
+    table = summary_table([good, bad]).splitlines()
+    assert len(table) == 4
+    assert table[2].split()[:5] == ["ref-openvino", "tiny", "4", "2", "200.0"]
+    assert table[2].endswith("yes")
+    assert "NO: errors: {'UNAVAILABLE': 1}" in table[3]
