@@ -44,9 +44,6 @@ class ResponseVerifier:
         self.output = output
         self.expected = expected
         self._wire_dtype = tensors.data_type(output.dtype)
-        self._dynamic = any(d < 0 for d in output.shape)
-        if not self._dynamic:
-            self._content_bytes = int(np.prod(output.shape)) * output.dtype.itemsize
         if expected is not None:
             if expected.values.ndim != 2:
                 raise ValueError("expected values must be [batch, classes]")
@@ -65,17 +62,13 @@ class ResponseVerifier:
                 f"output {name!r} has dtype {tensors.dtype_name(proto.dtype)}, "
                 f"expected {tensors.dtype_name(self._wire_dtype)}"
             )
-        shape = tuple(d.size for d in proto.tensor_shape.dim)
+        shape = tensors.shape_of(proto.tensor_shape)
         if not self._shape_ok(shape):
             return f"output {name!r} has shape {list(shape)}, expected {list(self.output.shape)}"
-        content = proto.tensor_content
-        if not self._dynamic and len(content) == self._content_bytes:
-            array = np.frombuffer(content, dtype=self.output.dtype).reshape(shape)
-        else:
-            try:
-                array = tensors.to_ndarray(proto)
-            except tensors.TensorError as error:
-                return f"output {name!r} cannot be decoded: {error}"
+        try:
+            array = tensors.to_ndarray(proto)
+        except tensors.TensorError as error:
+            return f"output {name!r} cannot be decoded: {error}"
         return self._check_values(array)
 
     def check_array(self, name: str, array: np.ndarray) -> str | None:

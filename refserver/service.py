@@ -18,7 +18,14 @@ from servelab.refserver.models import ModelRegistry, ServedModel, ServingError, 
 from servelab.refserver.runtime import InferenceError, TensorSpec
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
-from servelab.wire.tensors import TensorError, data_type, dtype_name, shape_proto, to_ndarray
+from servelab.wire.tensors import (
+    TensorError,
+    data_type,
+    dtype_name,
+    fill_tensor_proto,
+    shape_proto,
+    to_ndarray,
+)
 
 log = logging.getLogger("refserver")
 
@@ -105,14 +112,6 @@ def _output_names(model: ServedModel, output_filter: Sequence[str]) -> list[str]
     return list(dict.fromkeys(output_filter))
 
 
-def _encode(proto: pb.TensorProto, array: np.ndarray) -> None:
-    """Fill `proto` in place (no intermediate message): dtype, shape, tensor_content."""
-    array = np.ascontiguousarray(array)
-    proto.dtype = data_type(array.dtype)
-    proto.tensor_shape.dim.extend(pb.TensorShapeProto.Dim(size=s) for s in array.shape)
-    proto.tensor_content = array.tobytes()
-
-
 def _tensor_info(spec: TensorSpec) -> pb.TensorInfo:
     return pb.TensorInfo(
         name=spec.tensor_name, dtype=data_type(spec.dtype), tensor_shape=shape_proto(spec.shape)
@@ -189,7 +188,7 @@ class Servicer:
         response.model_spec.version.value = model.version
         response.model_spec.signature_name = SIGNATURE
         for name in names:
-            _encode(response.outputs[name], inference.outputs[name])
+            fill_tensor_proto(response.outputs[name], inference.outputs[name])
         self.metrics.predict_ok(
             model.name, str(model.version), time.perf_counter() - started, inference.inference_s
         )

@@ -8,6 +8,8 @@ hand-written clients use, including TF's shorthand of one value for a whole tens
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from servelab.wire import tfserving_pb2 as pb
@@ -84,32 +86,42 @@ def shape_of(proto: pb.TensorShapeProto) -> tuple[int, ...]:
     return tuple(d.size for d in proto.dim)
 
 
-def to_tensor_proto(array: np.ndarray) -> pb.TensorProto:
-    """Encode an array as TF Serving does: dtype, shape, raw bytes in tensor_content."""
+def fill_tensor_proto(proto: pb.TensorProto, array: np.ndarray) -> None:
+    """Encode an array into an empty `proto` in place (a map entry of a response, say),
+    as TF Serving does: dtype, shape, raw little-endian bytes in tensor_content."""
     array = np.asarray(array)
     code = data_type(array.dtype)
     wire = _TO_NUMPY[code]
     if array.dtype != wire or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array, dtype=wire)
-    return pb.TensorProto(
-        dtype=code, tensor_shape=shape_proto(array.shape), tensor_content=array.tobytes()
-    )
+    proto.dtype = code
+    proto.tensor_shape.dim.extend(pb.TensorShapeProto.Dim(size=int(s)) for s in array.shape)
+    proto.tensor_content = array.tobytes()
+
+
+def to_tensor_proto(array: np.ndarray) -> pb.TensorProto:
+    """Encode an array as a new TensorProto (see fill_tensor_proto)."""
+    proto = pb.TensorProto()
+    fill_tensor_proto(proto, array)
+    return proto
 
 
 def to_ndarray(proto: pb.TensorProto) -> np.ndarray:
-    """Decode a TensorProto; the result shares memory with tensor_content (read-only)."""
+    """Decode a TensorProto into a read-only array over the bytes of tensor_content."""
     dtype = numpy_dtype(proto.dtype)
     shape = shape_of(proto.tensor_shape)
     if any(s < 0 for s in shape):
         raise TensorError(f"tensor shape {list(shape)} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64))
-    if proto.tensor_content:
-        if len(proto.tensor_content) != count * dtype.itemsize:
+    count = math.prod(shape)
+    # Each read of a bytes field copies it (600 KB for a ResNet input): read it once.
+    content = proto.tensor_content
+    if content:
+        if len(content) != count * dtype.itemsize:
             raise TensorError(
-                f"tensor_content holds {len(proto.tensor_content)} bytes; "
+                f"tensor_content holds {len(content)} bytes; "
                 f"shape {list(shape)} of {dtype_name(proto.dtype)} needs {count * dtype.itemsize}"
             )
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     values = getattr(proto, _VALUE_FIELD[proto.dtype])
     if proto.dtype == pb.DT_HALF:
         flat = np.asarray(values, dtype=np.uint16).view(np.float16)
