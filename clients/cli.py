@@ -196,6 +196,7 @@ def _golden_path(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from servelab.clients.pool import PoolConfig, run_pool
     from servelab.clients.summary import RunFacts, summarize
+    from servelab.clients.worker import LoadSettings
     from servelab.clients.workload import Golden, build_workload, fetch_signature
 
     _check_args(args)
@@ -207,19 +208,22 @@ def run(args: argparse.Namespace) -> int:
     workload = build_workload(
         signature, args.signature, args.batch, args.input, golden, seed=args.seed
     )
-    config = PoolConfig(
+    load = LoadSettings(
         target=args.target,
         workload=workload,
-        concurrency=args.concurrency,
-        processes=args.processes,
         api=args.api,
         timeout_s=args.timeout,
         error_pause_s=args.error_pause,
         warmup_s=args.warmup,
         duration_s=args.duration,
         cooldown_s=args.cooldown,
-        start_at=args.start_at,
         connect_timeout_s=args.connect_timeout,
+    )
+    config = PoolConfig(
+        load=load,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        start_at=args.start_at,
     )
     pool = run_pool(config)
     facts = RunFacts(

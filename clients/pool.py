@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from servelab.clients.stats import WorkerReport
-from servelab.clients.worker import WorkerConfig, worker_main
-from servelab.clients.workload import BadInput, Workload
+from servelab.clients.worker import LoadSettings, WorkerConfig, worker_main
+from servelab.clients.workload import BadInput
 
 _START_MARGIN_S = 0.1  # from "all workers ready" to the start, without --start-at
 _READY_TIMEOUT_S = 120.0  # importing TensorFlow in the opt-in mode takes seconds
@@ -26,18 +26,10 @@ _READY_TIMEOUT_S = 120.0  # importing TensorFlow in the opt-in mode takes second
 
 @dataclass(frozen=True)
 class PoolConfig:
-    target: str
-    workload: Workload
+    load: LoadSettings
     concurrency: int
     processes: int
-    api: str
-    timeout_s: float
-    error_pause_s: float
-    warmup_s: float
-    duration_s: float
-    cooldown_s: float
     start_at: float | None
-    connect_timeout_s: float
 
 
 @dataclass
@@ -79,19 +71,7 @@ def run_pool(config: PoolConfig) -> PoolRun:
     try:
         for index, count in enumerate(clients):
             parent_end, child_end = context.Pipe()
-            worker = WorkerConfig(
-                index=index,
-                target=config.target,
-                workload=config.workload,
-                clients=count,
-                api=config.api,
-                timeout_s=config.timeout_s,
-                error_pause_s=config.error_pause_s,
-                warmup_s=config.warmup_s,
-                duration_s=config.duration_s,
-                cooldown_s=config.cooldown_s,
-                connect_timeout_s=config.connect_timeout_s,
-            )
+            worker = WorkerConfig(index=index, clients=count, load=config.load)
             process = context.Process(
                 target=worker_main, args=(child_end, worker), name=f"servelab-load-{index}"
             )
@@ -125,7 +105,7 @@ def _drive(
     conns = [conn for _, conn in workers]
     pending = set(range(len(workers)))
     # 1. Every worker has connected to the target (or said why it cannot).
-    deadline = time.monotonic() + _READY_TIMEOUT_S + config.connect_timeout_s
+    deadline = time.monotonic() + _READY_TIMEOUT_S + config.load.connect_timeout_s
     while pending and not interrupts.count:
         ready = wait([conns[i] for i in pending], timeout=0.1)
         for conn in ready:
@@ -160,8 +140,8 @@ def _drive(
     # 3. Reports; SIGINT turns into "stop" for everyone.
     pending = set(range(len(workers)))
     stop_sent = False
-    end = start + config.warmup_s + config.duration_s + config.cooldown_s
-    hard_deadline = end + config.timeout_s + 30.0
+    end = start + config.load.warmup_s + config.load.duration_s + config.load.cooldown_s
+    hard_deadline = end + config.load.timeout_s + 30.0
     while pending:
         if interrupts.count and not stop_sent:
             run.interrupted = True

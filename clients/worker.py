@@ -50,11 +50,11 @@ _INTERRUPT_DRAIN_S = 2.0  # how long an interrupted worker waits for requests in
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    index: int
+class LoadSettings:
+    """What every worker of a pool shares: the target, the request, the schedule."""
+
     target: str
     workload: Workload
-    clients: int
     api: str
     timeout_s: float
     error_pause_s: float
@@ -62,6 +62,13 @@ class WorkerConfig:
     duration_s: float
     cooldown_s: float
     connect_timeout_s: float
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    index: int
+    clients: int  # this worker's share of the pool's concurrency
+    load: LoadSettings
 
 
 class Engine(Protocol):
@@ -93,16 +100,18 @@ class CallbackEngine:
 
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
-        self._verifier = ResponseVerifier(config.workload.output, config.workload.expected)
-        self._payload = build_request(config.workload).SerializeToString()
-        self._channel = grpc.insecure_channel(config.target, options=_CHANNEL_OPTIONS)
+        self._verifier = ResponseVerifier(
+            config.load.workload.output, config.load.workload.expected
+        )
+        self._payload = build_request(config.load.workload).SerializeToString()
+        self._channel = grpc.insecure_channel(config.load.target, options=_CHANNEL_OPTIONS)
         self._call = self._channel.unary_unary(
             api.PREDICT,
             request_serializer=None,  # the payload is serialized once, above
             response_deserializer=pb.PredictResponse.FromString,
         )
-        self._timeout_s = config.timeout_s
-        self._pause_ns = int(config.error_pause_s * NS_PER_S)
+        self._timeout_s = config.load.timeout_s
+        self._pause_ns = int(config.load.error_pause_s * NS_PER_S)
         self._sent_at = [0] * config.clients
         self._done_callbacks = [functools.partial(self._done, i) for i in range(config.clients)]
         self._deferred: list[tuple[int, int]] = []  # heap of (due perf_counter_ns, client)
@@ -113,7 +122,7 @@ class CallbackEngine:
         self._idle = threading.Event()
         self._idle.set()  # until start()
         self._recorder: WindowRecorder | None = None
-        grpc.channel_ready_future(self._channel).result(timeout=config.connect_timeout_s)
+        grpc.channel_ready_future(self._channel).result(timeout=config.load.connect_timeout_s)
 
     def start(self, recorder: WindowRecorder) -> None:
         self._recorder = recorder
@@ -220,12 +229,14 @@ class StubEngine:
         self._tf = tf
         self._predict_pb2 = predict_pb2
         self._config = config
-        self._verifier = ResponseVerifier(config.workload.output, config.workload.expected)
-        self._channel = grpc.insecure_channel(config.target, options=api.CHANNEL_OPTIONS)
+        self._verifier = ResponseVerifier(
+            config.load.workload.output, config.load.workload.expected
+        )
+        self._channel = grpc.insecure_channel(config.load.target, options=api.CHANNEL_OPTIONS)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        grpc.channel_ready_future(self._channel).result(timeout=config.connect_timeout_s)
+        grpc.channel_ready_future(self._channel).result(timeout=config.load.connect_timeout_s)
 
     def start(self, recorder: WindowRecorder) -> None:
         self._threads = [
@@ -236,7 +247,7 @@ class StubEngine:
             thread.start()
 
     def _client(self, recorder: WindowRecorder) -> None:
-        tf, workload = self._tf, self._config.workload
+        tf, workload = self._tf, self._config.load.workload
         name = workload.output.name
         while not self._stopping.is_set():
             request = self._predict_pb2.PredictRequest()
@@ -250,12 +261,12 @@ class StubEngine:
             recorder.sent()
             sent = time.perf_counter_ns()
             try:
-                response = self._stub.Predict(request, self._config.timeout_s)
+                response = self._stub.Predict(request, self._config.load.timeout_s)
             except Exception as error:
                 now = time.perf_counter_ns()
                 outcome, detail = _transport_outcome(error, (now - sent) / NS_PER_S)
                 recorder.record(now, outcome, detail)
-                self._stopping.wait(self._config.error_pause_s)
+                self._stopping.wait(self._config.load.error_pause_s)
                 continue
             now = time.perf_counter_ns()
             try:
@@ -286,7 +297,7 @@ class StubEngine:
 
 
 def make_engine(config: WorkerConfig) -> Engine:
-    if config.api == API_TFSERVING:
+    if config.load.api == API_TFSERVING:
         return StubEngine(config)
     return CallbackEngine(config)
 
@@ -305,9 +316,9 @@ class _Schedule:
                 best = (after - before, wall, (before + after) // 2)
         _, self.wall0, self.pc0 = best
         self.start_ns = self.to_pc(start_epoch)
-        self.window_start_ns = self.to_pc(start_epoch + config.warmup_s)
-        self.window_end_ns = self.window_start_ns + int(config.duration_s * NS_PER_S)
-        self.end_ns = self.window_end_ns + int(config.cooldown_s * NS_PER_S)
+        self.window_start_ns = self.to_pc(start_epoch + config.load.warmup_s)
+        self.window_end_ns = self.window_start_ns + int(config.load.duration_s * NS_PER_S)
+        self.end_ns = self.window_end_ns + int(config.load.cooldown_s * NS_PER_S)
 
     def to_pc(self, epoch: float) -> int:
         return self.pc0 + int((epoch - self.wall0) * NS_PER_S)
@@ -375,7 +386,7 @@ def run_load(engine: Engine, config: WorkerConfig, start_epoch: float, conn: Con
         engine.stop_issuing()
         if interrupted and len(cpu_at_window) == 1:
             cpu_at_window.append(time.process_time())
-        drain_s = _INTERRUPT_DRAIN_S if interrupted else config.timeout_s + 1.0
+        drain_s = _INTERRUPT_DRAIN_S if interrupted else config.load.timeout_s + 1.0
         engine.wait_idle(drain_s)
     engine.close()
     engine.wait_idle(1.0)  # the callbacks of cancelled requests
@@ -409,7 +420,7 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     try:
         engine = make_engine(config)
     except grpc.FutureTimeoutError:
-        conn.send(("error", f"cannot reach {config.target} from worker {config.index}"))
+        conn.send(("error", f"cannot reach {config.load.target} from worker {config.index}"))
         return
     except Exception as error:
         conn.send(("error", f"worker {config.index} cannot start: {type(error).__name__}: {error}"))
