@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,6 @@ def run_phase(
     extravars: dict[str, Any],
     *,
     inventory: Path,
-    on_progress: Callable[[str], None] | None = None,
 ) -> PhaseResult:
     """Run `playbook` (relative to the project) against `inventory`; PhaseFailed if it fails."""
     import ansible_runner  # the controller's dependency; imported only when a phase runs
@@ -68,8 +66,6 @@ def run_phase(
         message = _failure_message(event)
         if message:
             messages.append(message)
-        if on_progress and event.get("event") == "playbook_on_task_start":
-            on_progress(event.get("event_data", {}).get("task", ""))
         return True
 
     # ansible-runner finds ansible-playbook on PATH: the one beside this Python.
