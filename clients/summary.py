@@ -228,9 +228,11 @@ def summarize(facts: RunFacts, reports: list[WorkerReport]) -> Summary:
             first_verification_failure=first("first_verification_failure"),
         ),
         frames=frames,
+        # Rates at full precision: they are what results are computed and checked from
+        # (completed / duration_s), and rounding them would make that check inexact.
         throughput=ThroughputSummary(
-            requests_per_s=round(window.completed / duration_s, 3) if duration_s else 0.0,
-            frames_per_s=round(frames / duration_s, 3) if duration_s else 0.0,
+            requests_per_s=window.completed / duration_s if duration_s else 0.0,
+            frames_per_s=frames / duration_s if duration_s else 0.0,
         ),
         latency_ms=latency_ms(histogram),
         timeline=[TimelinePoint(s, timeline.get(s, 0)) for s in range(seconds)],
