@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,7 +11,21 @@ from typing import Any
 
 import yaml
 
+from servelab.controller.modelrepo.catalog import KNOWN_MODELS
+
 SERVER_KINDS = ("ovms", "tfserving", "ref-openvino", "ref-tensorflow")
+PLAN_KEYS = (
+    "name",
+    "description",
+    "servers",
+    "baseline",
+    "models",
+    "batches",
+    "concurrency",
+    "repeats",
+    "window",
+    "validity",
+)
 
 
 class PlanError(ValueError):
@@ -24,6 +39,38 @@ class Window:
     warmup_s: float
     duration_s: float
     cooldown_s: float
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Concurrency doubling (by `factor`) from `start` until throughput stops rising."""
+
+    start: int
+    max: int
+    factor: int
+    min_gain: float  # a step that adds less than this fraction of throughput ends the sweep
+
+    def levels(self) -> tuple[int, ...]:
+        levels, level = [], self.start
+        while level <= self.max:
+            levels.append(level)
+            level *= self.factor
+        return tuple(levels)
+
+
+@dataclass(frozen=True)
+class Validity:
+    """When a measured point counts; each bound is checked per point with a reason."""
+
+    max_client_cpu: float  # fraction of the client platform's cores the client side may use
+    proxy_tolerance: float  # |HAProxy's count - clients' count| / clients' count, beyond in-flight
+    max_spread: float  # (max - min) / mean of the window's sub-interval rates, beyond counting
+    stability_intervals: int  # how many sub-intervals the window is cut into
+
+
+DEFAULT_VALIDITY = Validity(
+    max_client_cpu=0.5, proxy_tolerance=0.02, max_spread=0.2, stability_intervals=4
+)
 
 
 @dataclass(frozen=True)
@@ -49,18 +96,23 @@ class Plan:
     baseline: str
     models: tuple[str, ...]
     batches: tuple[int, ...]
-    concurrency: tuple[int, ...]
+    concurrency: tuple[int, ...]  # the levels to measure; a sweep's levels are its upper bound
+    sweep: Sweep | None
     repeats: int
     window: Window
+    validity: Validity
     source: Path
     raw: dict[str, Any]
 
+    def configurations(self) -> Iterator[tuple[str, str, int]]:
+        """(server, model, batch), grouped by server kind so that each kind starts once."""
+        yield from itertools.product(self.servers, self.models, self.batches)
+
     def points(self) -> Iterator[Point]:
-        """Every point, grouped by server kind so that each kind starts once."""
-        for server, model, batch, conc, repeat in itertools.product(
-            self.servers, self.models, self.batches, self.concurrency, range(self.repeats)
-        ):
-            yield Point(server, model, batch, conc, repeat)
+        """Every point the plan may measure (a sweep may stop before its last levels)."""
+        for server, model, batch in self.configurations():
+            for conc, repeat in itertools.product(self.concurrency, range(self.repeats)):
+                yield Point(server, model, batch, conc, repeat)
 
 
 def _positive_ints(data: dict[str, Any], field: str, where: Path) -> tuple[int, ...]:
@@ -87,6 +139,62 @@ def _seconds(window: dict[str, Any], field: str, where: Path, minimum: float) ->
     return float(value)
 
 
+def _number(data: dict[str, Any], field: str, where: str, low: float, high: float) -> float:
+    value = data.get(field)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise PlanError(f"{where}.{field} is {value!r}; use a number from {low} to {high}")
+    return float(value)
+
+
+def _integer(data: dict[str, Any], field: str, where: str, low: int) -> int:
+    value = data.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise PlanError(f"{where}.{field} is {value!r}; use an integer >= {low}")
+    return value
+
+
+def _unknown_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise PlanError(f"{where}: unknown key(s) {unknown}; allowed: {list(allowed)}")
+
+
+def _concurrency(data: dict[str, Any], path: Path) -> tuple[tuple[int, ...], Sweep | None]:
+    value = data.get("concurrency")
+    if not isinstance(value, dict):
+        return _positive_ints(data, "concurrency", path), None
+    where = f"{path}: concurrency"
+    _unknown_keys(value, ("sweep",), where)
+    sweep = value.get("sweep")
+    keys = ("start", "max", "factor", "min_gain")
+    if not isinstance(sweep, dict):
+        raise PlanError(f"{where}: a sweep is {{sweep: {{start, max, factor, min_gain}}}}")
+    _unknown_keys(sweep, keys, f"{where}.sweep")
+    sweep = {"start": 1, "factor": 2, "min_gain": 0.05, **sweep}
+    start = _integer(sweep, "start", f"{where}.sweep", 1)
+    top = _integer(sweep, "max", f"{where}.sweep", start)
+    factor = _integer(sweep, "factor", f"{where}.sweep", 2)
+    min_gain = _number(sweep, "min_gain", f"{where}.sweep", 0, 1)
+    result = Sweep(start=start, max=top, factor=factor, min_gain=min_gain)
+    return result.levels(), result
+
+
+def _validity(data: dict[str, Any], path: Path) -> Validity:
+    value = data.get("validity", {})
+    where = f"{path}: validity"
+    if not isinstance(value, dict):
+        raise PlanError(f"{where} must map bounds to numbers")
+    allowed = tuple(DEFAULT_VALIDITY.__dataclass_fields__)
+    _unknown_keys(value, allowed, where)
+    merged = {**dataclasses.asdict(DEFAULT_VALIDITY), **value}
+    return Validity(
+        max_client_cpu=_number(merged, "max_client_cpu", where, 0.01, 1),
+        proxy_tolerance=_number(merged, "proxy_tolerance", where, 0, 1),
+        max_spread=_number(merged, "max_spread", where, 0, 10),
+        stability_intervals=_integer(merged, "stability_intervals", where, 2),
+    )
+
+
 def load_plan(path: Path) -> Plan:
     """Read and check a plan file; PlanError names the first thing that is wrong."""
     try:
@@ -97,6 +205,7 @@ def load_plan(path: Path) -> Plan:
         raise PlanError(f"plan {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise PlanError(f"plan {path} must be a mapping with servers, models, batches, ...")
+    _unknown_keys(data, PLAN_KEYS, str(path))
     servers = _names(data, "servers", path)
     unknown = [s for s in servers if s not in SERVER_KINDS]
     if unknown:
@@ -110,20 +219,28 @@ def load_plan(path: Path) -> Plan:
     window = data.get("window")
     if not isinstance(window, dict):
         raise PlanError(f"{path}: 'window' must map warmup_s, duration_s and cooldown_s to seconds")
+    _unknown_keys(window, tuple(Window.__dataclass_fields__), f"{path}: window")
+    models = _names(data, "models", path)
+    unknown_models = [m for m in models if m not in KNOWN_MODELS]
+    if unknown_models:
+        raise PlanError(f"{path}: unknown model(s) {unknown_models}; known: {list(KNOWN_MODELS)}")
+    concurrency, sweep = _concurrency(data, path)
     return Plan(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         servers=servers,
         baseline=baseline,
-        models=_names(data, "models", path),
+        models=models,
         batches=_positive_ints(data, "batches", path),
-        concurrency=_positive_ints(data, "concurrency", path),
+        concurrency=concurrency,
+        sweep=sweep,
         repeats=repeats,
         window=Window(
             warmup_s=_seconds(window, "warmup_s", path, 0),
             duration_s=_seconds(window, "duration_s", path, 0.1),
             cooldown_s=_seconds(window, "cooldown_s", path, 0),
         ),
+        validity=_validity(data, path),
         source=path,
         raw=data,
     )

@@ -1,241 +1,353 @@
-"""Run a plan: each point served, loaded and written to disk the moment it is measured.
+"""Run a plan: each point served, loaded, checked against Prometheus and written at once.
 
-This is the controller's first cut: the points' numbers come from the client
-pools' summaries. Prometheus (HAProxy's counts, server metrics, CPU) and the
-report join when the client platform's load balancer and monitoring exist.
+Per point: `playbooks/phases/serve.yml` (the kind up, its models AVAILABLE, every
+other kind stopped; a server that died in the previous point comes back here),
+then `playbooks/phases/load.yml` (the pools on every client host, one agreed
+start instant), then Prometheus over exactly the window, then the validity rules.
+results/<run-id>/results.json is rewritten after every point, so nothing measured
+is lost; `--resume` continues an interrupted run and measures nothing twice.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import platform
-import subprocess
+import shutil
+import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from servelab.clients.histogram import LogHistogram
-from servelab.clients.summary import latency_ms
-from servelab.controller.modelrepo.ceiling import CEILING_FILE, CeilingRecord, load_ceiling
+from servelab.controller.metrics import cpu_use, proxy_metrics, server_metrics
+from servelab.controller.modelrepo.ceiling import CEILING_FILE, load_ceiling
 from servelab.controller.modelrepo.errors import ModelRepoError
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
-from servelab.controller.plan import Plan, Point
+from servelab.controller.plan import Plan, PlanError, Point, load_plan
+from servelab.controller.prometheus import PrometheusAPI, PrometheusError, Window
+from servelab.controller.provenance import git_commit, read_facts
+from servelab.controller.results import (
+    PointResult,
+    client_pool_cpu,
+    from_clients,
+    summary_table,
+)
+from servelab.controller.results import load as load_results
+from servelab.controller.results import save as save_results
+from servelab.controller.validity import judge, merged_timeline, stability
 
-# The server kinds whose runtime is OpenVINO, which the in-process ceiling measures.
-OPENVINO_KINDS = frozenset({"ref-openvino", "ovms"})
-
-
-@dataclass
-class PointResult:
-    server: str
-    model: str
-    batch: int
-    concurrency: int
-    repeat: int
-    throughput_fps: float | None = None
-    requests_per_s: float | None = None
-    latency_ms: dict[str, float] | None = None
-    requests: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    verify_failures: int = 0
-    window_s: float | None = None
-    in_process_fps: float | None = None  # the runtime alone on the server host (ceiling.json)
-    clients: dict[str, Any] = field(default_factory=dict)
-    valid: bool = False
-    reasons: list[str] = field(default_factory=list)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
-def combine(
-    point: Point,
-    summaries: dict[str, dict[str, Any]],
-    plan: Plan,
-    ceiling: dict[tuple[str, int], CeilingRecord] | None = None,
-) -> PointResult:
-    """One point's record from the summaries of its client hosts."""
-    result = PointResult(point.server, point.model, point.batch, point.concurrency, point.repeat)
-    # The ceiling is OpenVINO's own throughput: it belongs to the kinds that run OpenVINO.
-    if point.server in OPENVINO_KINDS:
-        record = (ceiling or {}).get((point.model, point.batch))
-        result.in_process_fps = record.throughput_fps if record else None
-    result.clients = summaries
-    if not summaries:
-        result.reasons.append("no client summary came back")
-        return result
-    result.throughput_fps = sum(s["throughput"]["frames_per_s"] for s in summaries.values())
-    result.requests_per_s = sum(s["throughput"]["requests_per_s"] for s in summaries.values())
-    result.requests = sum(s["requests"]["completed"] for s in summaries.values())
-    result.verify_failures = sum(s["requests"]["verification_failures"] for s in summaries.values())
-    for summary in summaries.values():
-        for code, count in summary["requests"]["errors"].items():
-            result.errors[code] = result.errors.get(code, 0) + count
-    result.window_s = min(s["window"]["duration_s"] for s in summaries.values())
-    # Pools on several hosts merge exactly through their histograms.
-    histogram = LogHistogram()
-    for summary in summaries.values():
-        histogram.merge(LogHistogram.from_dict(summary["latency_histogram_s"]))
-    result.latency_ms = latency_ms(histogram)
-    if sum(result.errors.values()):
-        result.reasons.append(f"errors: {result.errors}")
-    if result.verify_failures:
-        result.reasons.append(f"{result.verify_failures} responses failed verification")
-    if result.window_s < plan.window.duration_s * 0.99:
-        result.reasons.append(
-            f"window {result.window_s:.2f} s is shorter than the plan's {plan.window.duration_s} s"
-        )
-    if result.requests == 0:
-        result.reasons.append("no request completed in the window")
-    result.valid = not result.reasons
-    return result
-
-
-def summary_table(points: list[PointResult]) -> str:
-    """The run's points as a fixed-width table for the terminal."""
-    header = (
-        f"{'server':<15} {'model':<14} {'batch':>5} {'conc':>4} {'frames/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'in-proc':>8}  valid"
-    )
-    lines = [header, "-" * len(header)]
-
-    def number(value: float | None, digits: int = 1) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    for p in points:
-        latency = p.latency_ms or {}
-        lines.append(
-            f"{p.server:<15} {p.model:<14} {p.batch:>5} {p.concurrency:>4} "
-            f"{number(p.throughput_fps):>9} {number(latency.get('p50')):>8} "
-            f"{number(latency.get('p99')):>8} {number(p.in_process_fps):>8}  "
-            + ("yes" if p.valid else "NO: " + "; ".join(p.reasons))
-        )
-    return "\n".join(lines)
+PLAN_COPY = "plan.yml"  # the plan as the run used it: --resume reads this one
+FACTS_FILE = "facts.json"
+# How long Prometheus may take to see a freshly started server's metrics.
+TARGET_TIMEOUT_S = 20.0
 
 
 class Run:
-    """A run directory that is rewritten after every point, so nothing measured is lost."""
+    """One run directory; every point is written to it the moment it is known."""
 
     def __init__(
         self,
         plan: Plan,
+        run_dir: Path,
+        meta: dict[str, Any],
+        *,
         inventory: Path,
-        results_root: Path,
-        extravars: dict[str, Any] | None = None,
+        extravars: dict[str, Any],
+        prometheus: PrometheusAPI | None,
+        progress: Path | None,
+        points: list[PointResult] | None = None,
+        failures: list[str] | None = None,
     ) -> None:
         self.plan = plan
+        self.dir = run_dir
+        self.meta = meta
         self.inventory = inventory
-        self.extravars = extravars or {}
+        self.extravars = extravars
+        self.prometheus = prometheus
+        self.progress = progress
+        self.points = points or []
+        self.failures = failures or []
+        self._point_seconds: list[float] = []
+
+    @classmethod
+    def start(cls, plan: Plan, results_root: Path, **options: Any) -> Run:
         started = datetime.now(UTC)
-        self.id = started.strftime("%Y%m%dT%H%M%SZ") + f"-{plan.name}"
-        self.dir = results_root / self.id
-        (self.dir / "points").mkdir(parents=True, exist_ok=False)
+        run_id = started.strftime("%Y%m%dT%H%M%SZ") + f"-{plan.name}"
+        run_dir = results_root / run_id
+        (run_dir / "points").mkdir(parents=True, exist_ok=False)
+        shutil.copyfile(plan.source, run_dir / PLAN_COPY)
         latest = results_root / "latest"
         if latest.is_symlink() or not latest.exists():
             latest.unlink(missing_ok=True)
-            latest.symlink_to(self.id)
-        self.meta: dict[str, Any] = {
-            "id": self.id,
+            latest.symlink_to(run_id)
+        meta = {
+            "id": run_id,
             "plan": plan.raw,
             "started": started.isoformat(),
             "finished": None,
-            "git_commit": _git_commit(),
-            "inventory": str(inventory),
-            "controller": {"host": platform.node(), "python": sys.version.split()[0]},
+            "git_commit": git_commit(PROJECT_DIR),
+            "inventory": str(options["inventory"]),
+            "hosts": {},
+            "versions": {},
         }
-        self.points: list[PointResult] = []
-        self.failures: list[str] = []
-        self.save()
+        run = cls(load_plan(run_dir / PLAN_COPY), run_dir, meta, **options)
+        run.save()
+        return run
+
+    @classmethod
+    def resume(cls, run_dir: Path, **options: Any) -> Run:
+        try:
+            meta, points, failures = load_results(run_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise PlanError(f"cannot resume {run_dir}: no readable results.json ({exc})") from None
+        plan = load_plan(run_dir / PLAN_COPY)
+        meta["finished"] = None
+        meta.setdefault("resumed", []).append(datetime.now(UTC).isoformat())
+        return cls(plan, run_dir, meta, points=points, failures=failures, **options)
 
     def save(self) -> None:
-        document = {
-            "run": self.meta,
-            "points": [asdict(p) for p in self.points],
-            "failures": self.failures,
-        }
-        tmp = self.dir / "results.json.tmp"
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
-        tmp.replace(self.dir / "results.json")
+        save_results(self.dir, self.meta, self.points, self.failures)
 
     def _phase(self, playbook: str, extravars: dict[str, Any]) -> None:
         run_phase(
             playbook,
-            {**self.extravars, "servelab_plan_file": str(self.plan.source.resolve()), **extravars},
+            {**self.extravars, "servelab_plan_file": str(self.dir / PLAN_COPY), **extravars},
             inventory=self.inventory,
         )
 
-    def measure(self, point: Point) -> PointResult:
+    def _say(self, line: str) -> None:
+        print(line, flush=True)
+        if self.progress:
+            with self.progress.open("a") as out:
+                out.write(line + "\n")
+
+    # -- provenance ----------------------------------------------------------------------
+
+    def _provenance(self) -> None:
+        if self.meta.get("hosts"):
+            return
+        try:
+            self._phase("playbooks/phases/facts.yml", {"servelab_facts_dest": str(self.dir)})
+            facts = read_facts(self.dir / FACTS_FILE)
+        except (PhaseFailed, OSError, ValueError) as exc:
+            self.failures.append(f"provenance: {exc}")
+            return
+        self.meta["hosts"] = facts["hosts"]
+        self.meta["versions"] = facts["versions"]
+        self.save()
+
+    # -- one point -----------------------------------------------------------------------
+
+    def _await_server_metrics(self, kind: str) -> None:
+        """Wait until Prometheus scrapes the freshly served kind, so its counters cover the
+        window; a target that stays down costs the server-side numbers, not the point."""
+        if self.prometheus is None:
+            return
+        deadline = time.monotonic() + TARGET_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if self.prometheus.target_health("model_server", {"kind": kind}) == "up":
+                    return
+            except PrometheusError:
+                pass
+            time.sleep(0.5)
+
+    def _measure(self, point: Point) -> PointResult:
         point_dir = self.dir / "points" / point.slug
-        point_dir.mkdir()
-        self._phase(
-            "playbooks/phases/load.yml",
-            {
-                "servelab_point": {**asdict(point), "slug": point.slug},
-                "servelab_point_dir": str(point_dir),
-            },
-        )
+        shutil.rmtree(point_dir, ignore_errors=True)  # what a failed attempt left
+        point_dir.mkdir(parents=True)
+        try:
+            self._phase(
+                "playbooks/phases/serve.yml",
+                {
+                    "servelab_serve_kind": point.server,
+                    "servelab_ceiling_dest": str(self.dir / CEILING_FILE),
+                },
+            )
+            self._await_server_metrics(point.server)
+            self._phase(
+                "playbooks/phases/load.yml",
+                {
+                    "servelab_point": {**asdict(point), "slug": point.slug},
+                    "servelab_point_dir": str(point_dir),
+                },
+            )
+        except PhaseFailed as exc:
+            self.failures.append(f"{point.slug}: {exc}")
+            failed = PointResult(
+                point.server, point.model, point.batch, point.concurrency, point.repeat
+            )
+            failed.status = "failed"
+            failed.reasons = [str(exc)]
+            return failed
         summaries = {p.stem: json.loads(p.read_text()) for p in sorted(point_dir.glob("*.json"))}
+        return self._evaluate(point, summaries)
+
+    def _evaluate(self, point: Point, summaries: dict[str, dict[str, Any]]) -> PointResult:
         try:
             ceiling = load_ceiling(self.dir)
         except ModelRepoError as exc:  # a damaged copy costs the ceiling, not the point
             print(f"ceiling not read: {exc}", flush=True)
             ceiling = {}
-        return combine(point, summaries, self.plan, ceiling)
+        result = from_clients(point, summaries, ceiling)
+        if result.window is None:
+            result.reasons = ["no client summary came back"]
+            return result
+        window = Window(result.window["start_epoch"], result.window["end_epoch"])
+        notes: list[str] = []
+        proxy = server = cpu = None
+        if self.prometheus is None:
+            notes.append("no Prometheus given (--prometheus): HAProxy and CPU not measured")
+        else:
+            try:
+                for job in ("haproxy", "node"):
+                    # interpolation needs a scrape after the window's end
+                    self.prometheus.wait_for_scrapes(job, window.end_epoch + 1.2, timeout_s=15)
+                proxy = proxy_metrics(self.prometheus, point.server, window)
+                server = server_metrics(self.prometheus, point.server, point.model, window)
+                cpu = cpu_use(self.prometheus, window, client_pool_cpu(summaries))
+            except PrometheusError as exc:
+                notes.append(f"Prometheus: {exc}")
+        result.proxy = asdict(proxy) if proxy else None
+        result.server_metrics = asdict(server) if server else None
+        result.cpu = asdict(cpu) if cpu else None
+        clients = point.concurrency * len(summaries)
+        stable = stability(
+            merged_timeline(summaries),
+            window.duration_s,
+            clients,
+            self.plan.validity.stability_intervals,
+            self.plan.validity.max_spread,
+        )
+        result.stability = asdict(stable) if stable else None
+        if cpu is None:
+            client_cpu, source = None, ""
+        elif cpu.shared_host:
+            client_cpu, source = cpu.client_pool, "the pools' own share: both platforms share CPUs"
+        else:
+            client_cpu, source = cpu.client, "node exporter"
+        result.reasons = notes + judge(
+            bounds=self.plan.validity,
+            window=self.plan.window,
+            measured_window_s=result.window["duration_s"],
+            requests=result.requests,
+            errors=result.errors,
+            verify_failures=result.verify_failures,
+            concurrency=clients,
+            proxy_requests=proxy.requests if proxy else None,
+            client_cpu=client_cpu,
+            client_cpu_source=source,
+            stable=stable,
+        )
+        result.valid = not result.reasons
+        return result
+
+    def _record(self, result: PointResult, done: int, total: int, seconds: float) -> None:
+        self.points = [p for p in self.points if p.point != result.point] + [result]
+        self.save()
+        self._point_seconds.append(seconds)
+        left = statistics.mean(self._point_seconds) * (total - done)
+        self._say(_point_line(result, done, total) + f" (about {_duration(left)} left)")
+
+    # -- the plan ------------------------------------------------------------------------
 
     def execute(self) -> int:
-        """Measure every point; a failed phase is recorded and the run goes on."""
-        served: str | None = None
-        for point in self.plan.points():
-            try:
-                if point.server != served:
-                    print(f"serving {point.server}", flush=True)
-                    self._phase(
-                        "playbooks/phases/serve.yml",
-                        {
-                            "servelab_serve_kind": point.server,
-                            "servelab_ceiling_dest": str(self.dir / CEILING_FILE),
-                        },
-                    )
-                    served = point.server
-                result = self.measure(point)
-            except PhaseFailed as exc:
-                self.failures.append(f"{point.slug}: {exc}")
-                served = None
-                print(f"FAILED {point.slug}: {exc}", flush=True)
-                self.save()
-                continue
-            self.points.append(result)
-            self.save()
-            fps = f"{result.throughput_fps:.1f}" if result.throughput_fps is not None else "-"
-            mark = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)
-            print(f"{point.slug}: {fps} frames/s ({mark})", flush=True)
+        """Measure every point not yet measured; a failed phase is recorded, the run goes on."""
+        if self.progress:
+            self.progress.parent.mkdir(parents=True, exist_ok=True)
+        measured = {p.point: p for p in self.points if p.status == "measured"}
+        total = len(list(self.plan.points()))
+        done = 0
+        try:
+            self._provenance()
+            for server, model, batch in self.plan.configurations():
+                best: float | None = None
+                for concurrency in self.plan.concurrency:
+                    rates = []
+                    for repeat in range(self.plan.repeats):
+                        point = Point(server, model, batch, concurrency, repeat)
+                        done += 1
+                        result = measured.get(point)
+                        if result is None:
+                            began = time.monotonic()
+                            result = self._measure(point)
+                            self._record(result, done, total, time.monotonic() - began)
+                        else:
+                            self._say(_point_line(result, done, total) + " (measured before)")
+                        if result.valid and result.throughput_fps is not None:
+                            rates.append(result.throughput_fps)
+                    if self.plan.sweep is None:
+                        continue
+                    # A sweep ends where one more step of concurrency stops paying.
+                    level = statistics.median(rates) if rates else None
+                    if level is None or (
+                        best is not None and level < best * (1 + self.plan.sweep.min_gain)
+                    ):
+                        for skipped in self._levels_above(server, model, batch, concurrency):
+                            done += 1
+                            self._say(
+                                f"point {done}/{total} {skipped.slug}: skipped, the sweep"
+                                f" stopped at concurrency {concurrency}"
+                            )
+                        break
+                    best = max(best or 0.0, level)
+        finally:
+            self._finish()
+        ok = not self.failures and all(p.valid for p in self.points)
+        return 0 if ok else 1
+
+    def _levels_above(self, server: str, model: str, batch: int, concurrency: int):
+        for level in (c for c in self.plan.concurrency if c > concurrency):
+            for repeat in range(self.plan.repeats):
+                yield Point(server, model, batch, level, repeat)
+
+    def _finish(self) -> None:
         try:  # servers stop whether or not the points went well
             self._phase("playbooks/teardown.yml", {})
         except PhaseFailed as exc:
             self.failures.append(f"teardown: {exc}")
         self.meta["finished"] = datetime.now(UTC).isoformat()
         self.save()
+        try:
+            from servelab.controller.report import build_report
+
+            build_report(self.dir)
+        except Exception as exc:  # the report is rebuilt by `servelab report`; results stay
+            self.failures.append(f"report: {exc}")
+            self.save()
         print(summary_table(self.points), flush=True)
-        print(f"results: {self.dir / 'results.json'}", flush=True)
-        return 0 if not self.failures and all(p.valid for p in self.points) else 1
+        print(f"results: {self.dir}", flush=True)
+        valid = sum(p.valid for p in self.points)
+        self._say(f"run finished: {valid} of {len(self.points)} points valid, report in {self.dir}")
+
+
+def _point_line(result: PointResult, done: int, total: int) -> str:
+    latency = (result.latency_ms or {}).get("p99")
+    fps = "-" if result.throughput_fps is None else f"{result.throughput_fps:.1f}"
+    p99 = "-" if latency is None else f"{latency:.1f}"
+    verdict = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)
+    if result.status == "failed":
+        verdict = "FAILED: " + "; ".join(result.reasons)
+    return f"point {done}/{total} {result.point.slug}: {fps} frames/s, p99 {p99} ms, {verdict}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def register(groups: Any) -> None:
     """The `servelab run` subcommand."""
     parser = groups.add_parser("run", help="run a benchmark plan through the lab's phases")
-    parser.add_argument("--plan", type=Path, required=True, help="plan file (plans/*.yml)")
+    parser.add_argument("--plan", type=Path, help="plan file (plans/*.yml)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run (results/<run-id>): measured points are kept",
+    )
     parser.add_argument(
         "--inventory",
         type=Path,
@@ -255,12 +367,23 @@ def register(groups: Any) -> None:
         metavar="JSON",
         help="variables (a JSON object) handed to every phase playbook, like ansible's -e",
     )
+    parser.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="the lab's Prometheus (http://host:port) for HAProxy's counts, server metrics, CPU",
+    )
+    parser.add_argument(
+        "--progress", type=Path, help="also append each finished point's line to this file"
+    )
+    parser.add_argument(
+        "--list-points",
+        action="store_true",
+        help="print the plan's points (a JSON list of slugs) and exit",
+    )
     parser.set_defaults(handler=_run_command)
 
 
 def _json_object(text: str) -> dict[str, Any]:
-    import argparse
-
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -271,9 +394,26 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _run_command(args: Any) -> int:
-    from servelab.controller.plan import PlanError, load_plan
-
-    plan = load_plan(args.plan)
+    if (args.plan is None) == (args.resume is None):
+        raise PlanError("give either --plan PLAN (a new run) or --resume RUN_DIR")
+    if args.list_points:
+        plan = load_plan(args.plan or args.resume / PLAN_COPY)
+        print(json.dumps([p.slug for p in plan.points()]))
+        return 0
     if not args.inventory.is_file():
         raise PlanError(f"inventory {args.inventory} does not exist; name an inventory file")
-    return Run(plan, args.inventory, args.results, args.extra_vars).execute()
+    options = {
+        "inventory": args.inventory,
+        "extravars": args.extra_vars,
+        "prometheus": PrometheusAPI(args.prometheus) if args.prometheus else None,
+        "progress": args.progress,
+    }
+    if args.resume:
+        run = Run.resume(args.resume, **options)
+    else:
+        run = Run.start(load_plan(args.plan), args.results, **options)
+    try:
+        return run.execute()
+    except KeyboardInterrupt:
+        print(f"interrupted: continue with servelab run --resume {run.dir}", file=sys.stderr)
+        return 130

@@ -7,11 +7,19 @@
 
 `method` is the gRPC method (Predict, GetModelMetadata, GetModelStatus) and
 `code` the gRPC status name of the failure (INVALID_ARGUMENT, NOT_FOUND, ...).
+The process's own `process_cpu_seconds_total` and memory come along, so that the
+lab can tell the server's CPU from the clients' when both share a host.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # From a tiny model's sub-millisecond call to a batch-32 ResNet-152 on a small CPU.
 TIME_BUCKETS_S = (
@@ -37,6 +45,7 @@ class ServerMetrics:
     def __init__(self) -> None:
         disable_created_metrics()  # the *_created series only double a scrape's size
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
         self.success = Counter(
             "refserver_requests_success",
             "Requests answered with OK.",

@@ -60,6 +60,18 @@ def _write(tmp_path: Path, **changes) -> Path:
         ({"repeats": 0}, "'repeats' is 0"),
         ({"window": {"warmup_s": 1, "duration_s": 0, "cooldown_s": 0}}, "window.duration_s"),
         ({"window": None}, "'window' must map"),
+        ({"batch": [1]}, r"unknown key\(s\) \['batch'\]; allowed: \['name', 'description'"),
+        (
+            {"models": ["resnet50"]},
+            r"unknown model\(s\) \['resnet50'\]; known: \['tiny', 'resnet_v1_50'",
+        ),
+        ({"window": {"warmup_s": 1, "duration_s": 2, "cooldown_s": 0, "cool": 1}}, "'cool'"),
+        ({"validity": {"max_cpu": 0.5}}, r"validity: unknown key\(s\) \['max_cpu'\]"),
+        ({"validity": {"max_client_cpu": 1.5}}, "max_client_cpu is 1.5; use a number from"),
+        ({"validity": {"stability_intervals": 1}}, "stability_intervals is 1; use an integer >= 2"),
+        ({"concurrency": {"sweep": {"start": 4, "max": 2}}}, "sweep.max is 2; use an integer >= 4"),
+        ({"concurrency": {"sweep": {"max": 8, "factor": 1}}}, "sweep.factor is 1"),
+        ({"concurrency": {"steps": [1]}}, r"concurrency: unknown key\(s\) \['steps'\]"),
     ],
 )
 def test_mistakes_are_named(tmp_path, changes, message):
@@ -75,3 +87,16 @@ def test_a_missing_or_broken_file_is_named(tmp_path):
     broken.write_text("servers: [unclosed\n")
     with pytest.raises(PlanError, match="not valid YAML"):
         load_plan(broken)
+
+
+def test_a_sweep_doubles_concurrency_up_to_its_bound(tmp_path):
+    plan = load_plan(_write(tmp_path, concurrency={"sweep": {"start": 1, "max": 12}}))
+    assert plan.concurrency == (1, 2, 4, 8)
+    assert plan.sweep.min_gain == 0.05
+    assert {p.concurrency for p in plan.points()} == {1, 2, 4, 8}
+
+
+def test_validity_bounds_default_and_can_be_set(tmp_path):
+    plan = load_plan(_write(tmp_path, validity={"max_client_cpu": 0.3}))
+    assert plan.validity.max_client_cpu == 0.3
+    assert plan.validity.proxy_tolerance == 0.02

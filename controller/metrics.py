@@ -1,0 +1,222 @@
+"""What Prometheus saw during one point's window: HAProxy, the model server, the CPUs.
+
+The scrape jobs are the ones playbooks/client.yml gives the monitoring role:
+`haproxy` (HAProxy's exporter; one frontend and backend per server kind, named
+after the kind), `node` (a node exporter per host, labelled with its `platform`)
+and `model_server` (each kind's own metrics, labelled with its `kind`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servelab.controller.prometheus import (
+    PrometheusAPI,
+    Window,
+    counter_increase,
+    window_increase,
+)
+
+# Scrapes are one second apart: the raw samples are fetched with this much on each side.
+MARGIN_S = 3.0
+
+
+@dataclass(frozen=True)
+class ServerMetricNames:
+    """Where a server kind keeps its request counters and time histograms."""
+
+    success: str
+    fail: str
+    request_time: str | None  # histogram base name (…_sum, …_count)
+    inference_time: str | None
+    time_unit_s: float  # the histograms' unit in seconds
+    model_label: str
+    predict_labels: str  # extra matchers that pick the Predict method
+
+
+REFSERVER = ServerMetricNames(
+    success="refserver_requests_success_total",
+    fail="refserver_requests_fail_total",
+    request_time="refserver_request_time_seconds",
+    inference_time="refserver_inference_time_seconds",
+    time_unit_s=1.0,
+    model_label="model",
+    predict_labels='method="Predict"',
+)
+# OVMS with --metrics_enable (its documented metric names; times in microseconds).
+OVMS = ServerMetricNames(
+    success="ovms_requests_success",
+    fail="ovms_requests_fail",
+    request_time="ovms_request_time_us",
+    inference_time="ovms_inference_time_us",
+    time_unit_s=1e-6,
+    model_label="name",
+    predict_labels='method="Predict"',
+)
+# TF Serving with --monitoring_config_file: one request counter with a status label.
+TFSERVING = ServerMetricNames(
+    success=":tensorflow:serving:request_count",
+    fail=":tensorflow:serving:request_count",
+    request_time=":tensorflow:serving:request_latency",
+    inference_time=None,
+    time_unit_s=1e-6,
+    model_label="model_name",
+    predict_labels="",
+)
+SERVER_METRICS = {
+    "ref-openvino": REFSERVER,
+    "ref-tensorflow": REFSERVER,
+    "ovms": OVMS,
+    "tfserving": TFSERVING,
+}
+
+
+@dataclass
+class ProxyMetrics:
+    requests: float  # requests HAProxy forwarded to the server inside the window
+    requests_per_s: float
+    avg_response_ms: float | None  # HAProxy's own average over its last 1024 responses
+    bytes_per_s: float | None  # both directions through the backend
+
+
+@dataclass
+class ServerSideMetrics:
+    requests: float  # Predict calls the server answered with OK inside the window
+    requests_per_s: float
+    errors: float
+    request_ms_mean: float | None
+    inference_ms_mean: float | None
+    process_cpu: float | None  # the server process's CPU, in cores
+
+
+@dataclass
+class CpuUse:
+    server: float | None  # busy fraction of the server platform's cores (node exporter)
+    client: float | None  # busy fraction of the client platform's cores
+    client_pool: float | None  # the client pools' own share of their hosts' cores
+    server_cores: int | None
+    client_cores: int | None
+    shared_host: bool  # both platforms on one kernel: node CPU counts both
+
+
+def _selector(name: str, *matchers: str) -> str:
+    return f"{name}{{{','.join(m for m in matchers if m)}}}"
+
+
+def proxy_metrics(api: PrometheusAPI, kind: str, window: Window) -> ProxyMetrics | None:
+    job = 'job="haproxy"'
+    proxy = f'proxy="{kind}"'
+    requests = window_increase(
+        api, _selector("haproxy_backend_http_requests_total", job, proxy), window, MARGIN_S
+    )
+    if requests is None:
+        return None
+    moved = [
+        window_increase(api, _selector(f"haproxy_backend_bytes_{d}_total", job, proxy), window, 0)
+        for d in ("in", "out")
+    ]
+    average = api.instant(
+        _selector("haproxy_backend_response_time_average_seconds", job, proxy), window.end_epoch
+    )
+    return ProxyMetrics(
+        requests=requests,
+        requests_per_s=requests / window.duration_s,
+        avg_response_ms=average[0][1] * 1e3 if average else None,
+        bytes_per_s=sum(m for m in moved if m is not None) / window.duration_s
+        if any(m is not None for m in moved)
+        else None,
+    )
+
+
+def server_metrics(
+    api: PrometheusAPI, kind: str, model: str, window: Window
+) -> ServerSideMetrics | None:
+    names = SERVER_METRICS[kind]
+    target = f'job="model_server",kind="{kind}"'
+    model_matcher = f'{names.model_label}="{model}"'
+    ok = 'status="OK"' if names.success == names.fail else ""
+    failed = 'status!="OK"' if names.success == names.fail else ""
+    success = window_increase(
+        api,
+        _selector(names.success, target, model_matcher, names.predict_labels, ok),
+        window,
+        MARGIN_S,
+    )
+    if success is None:
+        return None
+    errors = window_increase(
+        api,
+        _selector(names.fail, target, model_matcher, names.predict_labels, failed),
+        window,
+        MARGIN_S,
+    )
+
+    def mean_ms(histogram: str | None) -> float | None:
+        if histogram is None:
+            return None
+        total = window_increase(
+            api, _selector(f"{histogram}_sum", target, model_matcher), window, MARGIN_S
+        )
+        count = window_increase(
+            api, _selector(f"{histogram}_count", target, model_matcher), window, MARGIN_S
+        )
+        if not total or not count:
+            return None
+        return total / count * names.time_unit_s * 1e3
+
+    cpu_s = window_increase(api, _selector("process_cpu_seconds_total", target), window, MARGIN_S)
+    return ServerSideMetrics(
+        requests=success,
+        requests_per_s=success / window.duration_s,
+        errors=errors or 0.0,
+        request_ms_mean=mean_ms(names.request_time),
+        inference_ms_mean=mean_ms(names.inference_time),
+        process_cpu=cpu_s / window.duration_s if cpu_s is not None else None,
+    )
+
+
+def _platform_cpu(api: PrometheusAPI, platform: str, window: Window) -> tuple[float, int] | None:
+    """(busy fraction, cores) of a platform's hosts: 1 - (idle + iowait) / all CPU time."""
+    series = api.raw(
+        _selector("node_cpu_seconds_total", 'job="node"', f'platform="{platform}"'),
+        window.start_epoch - MARGIN_S,
+        window.end_epoch + MARGIN_S,
+    )
+    total = idle = 0.0
+    cores: set[tuple[str, str]] = set()
+    for labels, samples in series:
+        spent = counter_increase(samples, window)
+        if spent is None:
+            continue
+        total += spent
+        cores.add((labels.get("instance", ""), labels.get("cpu", "")))
+        if labels.get("mode") in ("idle", "iowait"):
+            idle += spent
+    if total <= 0:
+        return None
+    return 1.0 - idle / total, len(cores)
+
+
+def cpu_use(api: PrometheusAPI, window: Window, client_pool: float | None) -> CpuUse:
+    server = _platform_cpu(api, "server", window)
+    client = _platform_cpu(api, "client", window)
+    # One kernel under both platforms (one machine, or hosts made of namespaces): the
+    # node exporters count the same CPUs, so only the pools' own share tells them apart.
+    nodenames = {
+        platform: {
+            labels.get("nodename")
+            for labels, _ in api.instant(
+                _selector("node_uname_info", 'job="node"', f'platform="{platform}"'),
+                window.end_epoch,
+            )
+        }
+        for platform in ("server", "client")
+    }
+    return CpuUse(
+        server=server[0] if server else None,
+        client=client[0] if client else None,
+        client_pool=client_pool,
+        server_cores=server[1] if server else None,
+        client_cores=client[1] if client else None,
+        shared_host=bool(nodenames["server"] & nodenames["client"]),
+    )

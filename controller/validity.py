@@ -1,0 +1,119 @@
+"""Whether a measured point counts, with a reason for each rule it breaks.
+
+The rules (bounds from the plan's `validity`):
+- no transport error and no verification failure in the window;
+- the client side used at most `max_client_cpu` of the client platform's cores
+  (when both platforms share a kernel, the pools' own share, since the node
+  exporters count the server's CPU too);
+- HAProxy forwarded as many requests as the clients completed, within
+  `proxy_tolerance` plus the requests in flight at the window's two edges
+  (at most one per client);
+- the rate over the window's sub-intervals is steady: their spread, (max - min)
+  / mean, is within `max_spread` plus what counting whole requests allows;
+- the window lasted as long as the plan asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from servelab.controller.plan import Validity, Window
+
+
+@dataclass
+class Stability:
+    interval_s: float
+    requests_per_s: list[float]  # the rate in each sub-interval of the window
+    spread: float  # (max - min) / mean
+    allowed: float  # max_spread plus the counting allowance
+
+
+def stability(
+    timeline: list[int], duration_s: float, concurrency: int, intervals: int, max_spread: float
+) -> Stability | None:
+    """The window cut into equal sub-intervals of whole seconds; None when it is too short.
+
+    `timeline` holds completions per second since the window's start. Counting whole
+    requests shifts up to one request per client across each sub-interval's edges, so
+    a sub-interval of n requests may read 2 x concurrency / n apart without any change
+    in rate; that much is allowed on top of max_spread.
+    """
+    seconds = min(len(timeline), int(duration_s + 1e-9))
+    intervals = min(intervals, seconds)
+    if intervals < 2:
+        return None
+    size = seconds // intervals
+    counts = [sum(timeline[i * size : (i + 1) * size]) for i in range(intervals)]
+    mean = sum(counts) / len(counts)
+    if mean <= 0:
+        return None
+    return Stability(
+        interval_s=float(size),
+        requests_per_s=[c / size for c in counts],
+        spread=(max(counts) - min(counts)) / mean,
+        allowed=max_spread + 2 * concurrency / mean,
+    )
+
+
+def judge(
+    *,
+    bounds: Validity,
+    window: Window,
+    measured_window_s: float | None,
+    requests: int,
+    errors: dict[str, int],
+    verify_failures: int,
+    concurrency: int,
+    proxy_requests: float | None,
+    client_cpu: float | None,
+    client_cpu_source: str,
+    stable: Stability | None,
+) -> list[str]:
+    """The reasons this point is invalid; an empty list is a valid point."""
+    reasons: list[str] = []
+    if requests == 0:
+        reasons.append("no request completed in the window")
+    if sum(errors.values()):
+        listed = ", ".join(f"{n} {code}" for code, n in sorted(errors.items()))
+        reasons.append(f"transport errors: {listed}")
+    if verify_failures:
+        reasons.append(f"{verify_failures} responses failed verification")
+    if measured_window_s is not None and measured_window_s < window.duration_s * 0.99:
+        reasons.append(
+            f"window {measured_window_s:.2f} s is shorter than the plan's {window.duration_s} s"
+        )
+    if client_cpu is None:
+        reasons.append("client platform CPU unknown: no node exporter samples for the window")
+    elif client_cpu > bounds.max_client_cpu:
+        reasons.append(
+            f"client side used {client_cpu:.0%} of the client platform's CPU ({client_cpu_source}),"
+            f" above the bound {bounds.max_client_cpu:.0%}: the clients, not the server, were"
+            " measured"
+        )
+    completed = requests + sum(errors.values())
+    if proxy_requests is None:
+        reasons.append("HAProxy's request count unknown: no samples for the window")
+    elif completed:
+        allowed = bounds.proxy_tolerance * completed + concurrency
+        if abs(proxy_requests - completed) > allowed:
+            reasons.append(
+                f"HAProxy forwarded {proxy_requests:.0f} requests, the clients finished"
+                f" {completed}: apart by more than {allowed:.0f}"
+            )
+    if stable is not None and stable.spread > stable.allowed:
+        rates = ", ".join(f"{r:.1f}" for r in stable.requests_per_s)
+        reasons.append(
+            f"unstable throughput: {rates} requests/s over {stable.interval_s:.0f}-s intervals"
+            f" (spread {stable.spread:.0%}, allowed {stable.allowed:.0%})"
+        )
+    return reasons
+
+
+def merged_timeline(summaries: dict[str, dict[str, Any]]) -> list[int]:
+    """Completions per second of the window, added up over the client hosts."""
+    per_second: dict[int, int] = {}
+    for summary in summaries.values():
+        for entry in summary.get("timeline", []):
+            per_second[entry["second"]] = per_second.get(entry["second"], 0) + entry["completed"]
+    return [per_second.get(s, 0) for s in range(max(per_second, default=-1) + 1)]
