@@ -42,7 +42,14 @@ lint: venv proto-check
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint
 
-test: lint
+# Headless Chromium opens the HTML report in the tests (Debian's package). The
+# lab's own daemons (HAProxy, Prometheus, node exporter) are installed by its roles.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest -m "not slow"
 
 # Both benchmarks always run; the target fails if either found its figure off target.

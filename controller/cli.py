@@ -6,11 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from servelab.controller import compare as compare_cli
 from servelab.controller import readiness
+from servelab.controller import report as report_cli
 from servelab.controller import run as run_cli
 from servelab.controller.modelrepo import cli as models_cli
 from servelab.controller.modelrepo.errors import ModelRepoError
 from servelab.controller.plan import PlanError
+from servelab.controller.report import ReportError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     models_cli.register(groups)
     run_cli.register(groups)
+    report_cli.register(groups)
+    compare_cli.register(groups)
     readiness.register(groups)
     return parser
 
@@ -34,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"servelab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ModelRepoError as exc:
+        print(f"servelab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ReportError as exc:
         print(f"servelab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

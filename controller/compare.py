@@ -1,0 +1,269 @@
+"""Compare two runs point by point: `servelab compare RUN_A RUN_B`.
+
+A point is a (server kind, model, batch, concurrency); its repeats are aggregated
+by the median of the valid ones. The change is B relative to A, in percent, and
+is computed only where both runs hold a valid repeat of the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servelab.controller.report import (
+    DASH,
+    PointRecord,
+    RunResults,
+    format_fps,
+    format_ms,
+    load_results,
+)
+
+Key = tuple[str, str, int, int]  # server, model, batch, concurrency
+
+
+@dataclass(frozen=True)
+class RunSide:
+    """One run's repeats of one point."""
+
+    throughput_fps: float | None  # median of the valid repeats (of the measured ones if none is)
+    p99_ms: float | None  # the same repeats' median client p99
+    valid: bool  # at least one valid repeat
+    valid_repeats: int
+    repeats: int
+    reasons: tuple[str, ...]  # why repeats are invalid or failed, each reason once
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "throughput_fps": self.throughput_fps,
+            "p99_ms": self.p99_ms,
+            "valid": self.valid,
+            "valid_repeats": self.valid_repeats,
+            "repeats": self.repeats,
+            "reasons": list(self.reasons),
+        }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def aggregate_side(points: Sequence[PointRecord]) -> RunSide:
+    """The repeats of one point in one run: median of the valid ones."""
+    counted = [p for p in points if p.counted]
+    shown = counted or [p for p in points if p.status == "measured"]
+    reasons: dict[str, None] = {}
+    for point in points:
+        if point.counted:
+            continue
+        prefix = "failed: " if point.status == "failed" else ""
+        for reason in point.reasons or ("no reason recorded",):
+            reasons[prefix + reason] = None
+    return RunSide(
+        throughput_fps=_median([p.throughput_fps for p in shown]),
+        p99_ms=_median([p.latency.p99_ms for p in shown]),
+        valid=bool(counted),
+        valid_repeats=len(counted),
+        repeats=len(points),
+        reasons=tuple(reasons),
+    )
+
+
+@dataclass(frozen=True)
+class ComparedPoint:
+    server: str
+    model: str
+    batch: int
+    concurrency: int
+    a: RunSide | None  # None: the point is not in run A
+    b: RunSide | None
+
+    @property
+    def where(self) -> str:
+        if self.a and self.b:
+            return "both"
+        return "a" if self.a else "b"
+
+    @property
+    def change_pct(self) -> float | None:
+        """(B - A) / A in percent, when both runs hold a valid repeat of the point."""
+        a, b = self.a, self.b
+        if not (a and b and a.valid and b.valid) or not a.throughput_fps:
+            return None
+        if b.throughput_fps is None:
+            return None
+        return 100.0 * (b.throughput_fps - a.throughput_fps) / a.throughput_fps
+
+    @property
+    def note(self) -> str:
+        if self.a is None:
+            return "only in B"
+        if self.b is None:
+            return "only in A"
+        notes = []
+        for name, side in (("A", self.a), ("B", self.b)):
+            if not side.valid:
+                notes.append(f"INVALID in {name}: " + "; ".join(side.reasons))
+            elif side.valid_repeats < side.repeats:
+                notes.append(
+                    f"{name}: {side.repeats - side.valid_repeats} of {side.repeats} repeats "
+                    f"left out ({'; '.join(side.reasons)})"
+                )
+        return " | ".join(notes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "model": self.model,
+            "batch": self.batch,
+            "concurrency": self.concurrency,
+            "in": self.where,
+            "a": self.a.to_json() if self.a else None,
+            "b": self.b.to_json() if self.b else None,
+            "change_pct": self.change_pct,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: RunResults
+    b: RunResults
+    points: tuple[ComparedPoint, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        def run(results: RunResults) -> dict[str, Any]:
+            return {"id": results.run_id, "plan": results.plan_name, "path": str(results.path)}
+
+        return {
+            "a": run(self.a),
+            "b": run(self.b),
+            "points": [p.to_json() for p in self.points],
+        }
+
+
+def _grouped(results: RunResults) -> dict[Key, list[PointRecord]]:
+    groups: dict[Key, list[PointRecord]] = {}
+    for p in results.points:
+        groups.setdefault((p.server, p.model, p.batch, p.concurrency), []).append(p)
+    return groups
+
+
+def compare_runs(run_a: Path, run_b: Path) -> Comparison:
+    """Every point of either run, with both runs' aggregates; ReportError for bad input."""
+    a, b = load_results(run_a), load_results(run_b)
+    groups_a, groups_b = _grouped(a), _grouped(b)
+    kinds = list(dict.fromkeys([*a.kinds, *b.kinds]))
+    models = list(dict.fromkeys([*a.models, *b.models]))
+    keys = sorted(
+        set(groups_a) | set(groups_b),
+        key=lambda k: (kinds.index(k[0]), models.index(k[1]), k[2], k[3]),
+    )
+    return Comparison(
+        a,
+        b,
+        tuple(
+            ComparedPoint(
+                *key,
+                a=aggregate_side(groups_a[key]) if key in groups_a else None,
+                b=aggregate_side(groups_b[key]) if key in groups_b else None,
+            )
+            for key in keys
+        ),
+    )
+
+
+def _fps_cell(side: RunSide | None) -> str:
+    if side is None or side.throughput_fps is None:
+        return DASH
+    text = format_fps(side.throughput_fps)
+    return text if side.valid else f"({text})"
+
+
+def _ms_cell(side: RunSide | None) -> str:
+    if side is None or side.p99_ms is None:
+        return DASH
+    text = format_ms(side.p99_ms)
+    return text if side.valid else f"({text})"
+
+
+def format_table(comparison: Comparison) -> str:
+    """The comparison as a fixed-width table with a header naming both runs."""
+    header = (
+        "server",
+        "model",
+        "batch",
+        "conc",
+        "A fps",
+        "B fps",
+        "change",
+        "A p99 ms",
+        "B p99 ms",
+    )
+    rows = []
+    for p in comparison.points:
+        change = p.change_pct
+        rows.append(
+            (
+                p.server,
+                p.model,
+                str(p.batch),
+                str(p.concurrency),
+                _fps_cell(p.a),
+                _fps_cell(p.b),
+                DASH if change is None else f"{change:+.1f}%",
+                _ms_cell(p.a),
+                _ms_cell(p.b),
+                p.note,
+            )
+        )
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    left = 2  # server and model are left-aligned, numbers right-aligned
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.ljust(widths[i]) if i < left else c.rjust(widths[i]) for i, c in enumerate(cells[:9])
+        ]
+        note = cells[9] if len(cells) > 9 else "note"
+        return ("  ".join(parts) + "  " + note).rstrip()
+
+    a, b = comparison.a, comparison.b
+    out = [
+        f"A: {a.run_id} (plan {a.plan_name}) {a.path}",
+        f"B: {b.run_id} (plan {b.plan_name}) {b.path}",
+        "fps: frames/s, the median of the valid repeats; change = (B - A) / A; "
+        "(x) = invalid, not compared",
+        "",
+        line(header),
+        line(["-" * w for w in widths] + ["-" * 4]),
+    ]
+    out.extend(line(r) for r in rows)
+    if not rows:
+        out.append("(neither run holds a point)")
+    return "\n".join(out)
+
+
+def register(groups: Any) -> None:
+    """The `servelab compare` subcommand."""
+    parser = groups.add_parser(
+        "compare", help="compare the throughput and latency of two runs point by point"
+    )
+    parser.add_argument("run_a", metavar="RUN_A", type=Path, help="run directory (or results.json)")
+    parser.add_argument("run_b", metavar="RUN_B", type=Path, help="run directory (or results.json)")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    parser.set_defaults(handler=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    comparison = compare_runs(args.run_a, args.run_b)
+    if args.json:
+        print(json.dumps(comparison.to_json(), indent=2))
+    else:
+        print(format_table(comparison))
+    return 0
