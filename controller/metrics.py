@@ -73,7 +73,7 @@ SERVER_METRICS = {
 
 @dataclass
 class ProxyMetrics:
-    requests: float  # requests HAProxy forwarded to the server inside the window
+    requests: int  # requests HAProxy forwarded inside the window (interpolated, rounded)
     requests_per_s: float
     avg_response_ms: float | None  # HAProxy's own average over its last 1024 responses
     bytes_per_s: float | None  # both directions through the backend
@@ -81,9 +81,9 @@ class ProxyMetrics:
 
 @dataclass
 class ServerSideMetrics:
-    requests: float  # Predict calls the server answered with OK inside the window
+    requests: int  # Predict calls the server answered with OK inside the window
     requests_per_s: float
-    errors: float
+    errors: int
     request_ms_mean: float | None
     inference_ms_mean: float | None
     process_cpu: float | None  # the server process's CPU, in cores
@@ -119,7 +119,7 @@ def proxy_metrics(api: PrometheusAPI, kind: str, window: Window) -> ProxyMetrics
         _selector("haproxy_backend_response_time_average_seconds", job, proxy), window.end_epoch
     )
     return ProxyMetrics(
-        requests=requests,
+        requests=round(requests),
         requests_per_s=requests / window.duration_s,
         avg_response_ms=average[0][1] * 1e3 if average else None,
         bytes_per_s=sum(m for m in moved if m is not None) / window.duration_s
@@ -166,9 +166,9 @@ def server_metrics(
 
     cpu_s = window_increase(api, _selector("process_cpu_seconds_total", target), window, MARGIN_S)
     return ServerSideMetrics(
-        requests=success,
+        requests=round(success),
         requests_per_s=success / window.duration_s,
-        errors=errors or 0.0,
+        errors=round(errors or 0.0),
         request_ms_mean=mean_ms(names.request_time),
         inference_ms_mean=mean_ms(names.inference_time),
         process_cpu=cpu_s / window.duration_s if cpu_s is not None else None,

@@ -1,7 +1,10 @@
-"""The whole lab on this machine: lab.yml with the smoke plan, then idempotence.
+"""The whole lab on this machine: lab.yml with the smoke plan, then what users rely on.
 
-Real Ansible, real refserver processes on both runtimes, the real client pool
-installed into its own light venv; only the plan is small.
+Real Ansible, real HAProxy, Prometheus and node exporter from Debian's packages,
+real refserver processes on both runtimes, the real client pool in its own light
+venv; only the plan is small. After the run: a second provisioning changes
+nothing, a server killed in the middle of a point gives an invalid point and a
+finished run, `--resume` measures nothing twice, and teardown leaves nothing.
 """
 
 from __future__ import annotations
@@ -9,37 +12,48 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
-PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+BIN = Path(sys.executable).parent
+PROMETHEUS = "http://127.0.0.1:19090"
 
 
-def _playbook(playbook: str, state: Path, results: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{PLAYBOOK.parent}{os.pathsep}{os.environ['PATH']}"}
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _lab_vars(state: Path, results: Path, plan: Path) -> list[str]:
+    return [
+        "-e",
+        f"servelab_plan_file={plan}",
+        "-e",
+        f"servelab_state_dir={state}",
+        "-e",
+        f"servelab_results_dir={results}",
+        "-e",
+        '{"model_repository_ceiling_duration_s": 2}',
+    ]
+
+
+def _playbook(playbook: str, state: Path, results: Path, plan: Path | None = None):
+    plan = plan or PROJECT / "plans" / "smoke.yml"
     return subprocess.run(
-        [
-            str(PLAYBOOK),
-            playbook,
-            "-e",
-            f"servelab_plan_file={PROJECT / 'plans' / 'smoke.yml'}",
-            "-e",
-            f"servelab_state_dir={state}",
-            "-e",
-            f"servelab_results_dir={results}",
-            "-e",
-            '{"model_repository_ceiling_duration_s": 2}',
-        ],
+        [str(BIN / "ansible-playbook"), playbook, *_lab_vars(state, results, plan)],
         cwd=PROJECT,
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         check=False,
-        timeout=900,
+        timeout=1200,
     )
 
 
@@ -50,18 +64,29 @@ def _recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+def _lab_processes(state: Path) -> list[str]:
+    """Command lines of running processes that belong to this lab's state directory."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if str(state) in line]
+
+
 @pytest.fixture(scope="module")
-def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+def lab(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("lab")
     state, results = root / "state", root / "results"
     run = _playbook("lab.yml", state, results)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    return state, results, run.stdout
+    yield state, results, run
+    _playbook("playbooks/teardown.yml", state, results)
 
 
-def test_lab_measures_every_point_of_the_plan(lab_run):
-    _, results, _ = lab_run
-    document = json.loads((results / "latest" / "results.json").read_text())
+def _document(results: Path, run: str = "latest") -> dict:
+    return json.loads((results / run / "results.json").read_text())
+
+
+def test_lab_measures_every_point_valid(lab):
+    _, results, run = lab
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    document = _document(results)
     assert document["run"]["plan"]["name"] == "smoke"
     assert document["run"]["finished"] is not None
     assert document["failures"] == []
@@ -69,31 +94,174 @@ def test_lab_measures_every_point_of_the_plan(lab_run):
     assert set(points) == {(s, b) for s in ("ref-openvino", "ref-tensorflow") for b in (1, 4)}
     for (server, batch), point in points.items():
         assert point["valid"], (server, batch, point["reasons"])
-        assert point["requests"] > 0
-        assert point["verify_failures"] == 0
-        assert point["errors"] == {}
         client = point["clients"]["client"]
         # frames/s is verified responses x batch over the window, as the pool measured it
         expected = client["requests"]["verified"] * batch / client["window"]["duration_s"]
         assert point["throughput_fps"] == pytest.approx(expected)
-        assert point["latency_ms"]["p50"] > 0
-        # the model repository measured OpenVINO alone at this model and batch
-        if server == "ref-openvino":
-            assert point["in_process_fps"] > 0
-        else:
-            assert point["in_process_fps"] is None
+        # HAProxy forwarded what the clients sent, to within the requests in flight
+        assert abs(point["proxy"]["requests"] - point["requests"]) <= 0.02 * point["requests"] + 2
+        # the server counted the same Predict calls
+        assert abs(point["server_metrics"]["requests"] - point["requests"]) <= (
+            0.02 * point["requests"] + 2
+        )
+        assert 0 < point["cpu"]["server"] <= 1 and 0 < point["cpu"]["client"] <= 1
+        assert point["cpu"]["shared_host"] is True
+        assert (point["in_process_fps"] is not None) == (server == "ref-openvino")
+    hosts = document["run"]["hosts"]
+    assert hosts["server"][0]["cores"] == os.cpu_count()
+    assert "haproxy" in document["run"]["versions"]["client_packages"]
 
 
-def test_lab_stops_its_servers_at_the_end(lab_run):
-    state, _, _ = lab_run
-    assert not list((state / "model_server").glob("*.pid"))
+def test_lab_shows_each_point_as_it_finishes(lab):
+    _, _, run = lab
+    # each point's line comes right under its own task, while the run goes on
+    for n in range(1, 5):
+        shown = re.search(
+            rf"TASK \[Show point {n}\][^\n]*\n(?:.*\n){{0,3}}.*(point {n}/4 .*)", run.stdout
+        )
+        assert shown, run.stdout[-3000:]
+        assert "frames/s" in shown.group(1) and "valid" in shown.group(1)
 
 
-def test_a_second_provisioning_changes_nothing(lab_run):
-    state, results, _ = lab_run
+def test_the_report_agrees_with_results_json(lab):
+    _, results, _ = lab
+    run_dir = (results / "latest").resolve()
+    document = _document(results)
+    report = (run_dir / "report.md").read_text()
+    for point in document["points"]:
+        assert f"{point['throughput_fps']:.1f}" in report
+    for name in ("results.csv", "report.html"):
+        assert (run_dir / name).stat().st_size > 0
+    assert list((run_dir / "charts").glob("*.png"))
+
+
+def test_teardown_at_the_end_of_the_run_left_nothing_running(lab):
+    state, _, _ = lab
+    assert _lab_processes(state) == []
+
+
+@pytest.fixture(scope="module")
+def provisioned(lab):
+    """Both platforms provisioned again after the run; the second time changes nothing."""
+    state, results, _ = lab
+    first = {}
     for playbook in ("playbooks/server.yml", "playbooks/client.yml"):
         run = _playbook(playbook, state, results)
+        assert run.returncode == 0, run.stdout[-4000:]
+        first[playbook] = run
+    second = {p: _playbook(p, state, results) for p in first}
+    return state, results, second
+
+
+def test_a_second_provisioning_changes_nothing(provisioned):
+    _, _, second = provisioned
+    for playbook, run in second.items():
         assert run.returncode == 0, run.stdout[-4000:]
         recap = _recap(run.stdout)
         assert recap, run.stdout[-2000:]
         assert all(counts["changed"] == 0 for counts in recap.values()), (playbook, recap)
+
+
+def _servelab_run(state: Path, results: Path, *args: str) -> subprocess.Popen:
+    extra = {
+        "servelab_state_dir": str(state),
+        "servelab_venv": str(BIN.parent),
+    }
+    return subprocess.Popen(
+        [
+            str(BIN / "servelab"),
+            "run",
+            *args,
+            "--prometheus",
+            PROMETHEUS,
+            "--extra-vars",
+            json.dumps(extra),
+        ],
+        cwd=PROJECT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _served_requests(rest_url: str) -> float:
+    with urllib.request.urlopen(f"{rest_url}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    found = re.findall(
+        r'^refserver_requests_success_total\{.*method="Predict".*\} (\S+)$', text, re.M
+    )
+    return sum(float(v) for v in found)
+
+
+def _plan(tmp_path: Path, batches: list[int]) -> Path:
+    data = yaml.safe_load((PROJECT / "plans" / "smoke.yml").read_text())
+    data.update({"name": "one-kind", "servers": ["ref-openvino"], "batches": batches})
+    data["baseline"] = "ref-openvino"
+    data["window"] = {"warmup_s": 1, "duration_s": 6, "cooldown_s": 0.5}
+    path = tmp_path / "plan.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_server_killed_mid_point_gives_an_invalid_point_and_the_run_goes_on(
+    provisioned, tmp_path
+):
+    state, results, _ = provisioned
+    pidfile = state / "model_server" / "ref-openvino.pid"
+    run = _servelab_run(state, results, "--plan", str(_plan(tmp_path, [1, 4])))
+    try:
+        # Once the first point's load is under way, the server dies.
+        deadline = time.monotonic() + 240
+        killed = False
+        while time.monotonic() < deadline and not killed:
+            try:
+                if _served_requests("http://127.0.0.1:8001") > 200:
+                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                    killed = True
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        assert killed, "the first point's load never reached the server"
+        output, _ = run.communicate(timeout=600)
+    finally:
+        run.kill()
+    assert run.returncode == 1, output[-3000:]
+    run_id = re.search(r"results: \S+/(\S+)$", output, re.M).group(1)
+    points = {p["batch"]: p for p in _document(results, run_id)["points"]}
+    assert not points[1]["valid"]
+    assert any("UNAVAILABLE" in reason for reason in points[1]["reasons"]), points[1]["reasons"]
+    # the server came back for the next point, and the run finished
+    assert points[4]["valid"], points[4]["reasons"]
+    assert _document(results, run_id)["run"]["finished"] is not None
+
+
+def test_resume_measures_only_what_is_missing(provisioned, tmp_path):
+    state, results, _ = provisioned
+    run = _servelab_run(state, results, "--plan", str(_plan(tmp_path, [1, 4])))
+    output, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, output[-3000:]
+    run_dir = results / re.search(r"results: \S+/(\S+)$", output, re.M).group(1)
+    # An interrupted run: the second point never made it to disk.
+    document = json.loads((run_dir / "results.json").read_text())
+    first = document["points"][0]
+    document["points"] = [first]
+    document["run"]["finished"] = None
+    (run_dir / "results.json").write_text(json.dumps(document))
+
+    resumed = _servelab_run(state, results, "--resume", str(run_dir))
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    assert "point 1/2 ref-openvino-tiny-b1-c2-r0" in output and "(measured before)" in output
+    document = json.loads((run_dir / "results.json").read_text())
+    assert [p["batch"] for p in document["points"]] == [1, 4]
+    assert document["points"][0] == first  # not measured again
+    assert document["run"]["finished"] is not None
+    assert len(document["run"]["resumed"]) == 1
+
+
+def test_teardown_leaves_no_process_behind(provisioned):
+    state, results, _ = provisioned
+    run = _playbook("playbooks/teardown.yml", state, results)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert _lab_processes(state) == []
