@@ -15,6 +15,7 @@ from servelab.controller.prometheus import (
     Window,
     counter_increase,
     window_increase,
+    window_rate,
 )
 
 # Scrapes are one second apart: the raw samples are fetched with this much on each side.
@@ -74,7 +75,8 @@ SERVER_METRICS = {
 @dataclass
 class ProxyMetrics:
     requests: int  # requests HAProxy forwarded inside the window (interpolated, rounded)
-    requests_per_s: float
+    requests_per_s: float | None  # between the first and last scrape inside the window
+    rate_span_s: float | None  # how long that stretch was
     avg_response_ms: float | None  # HAProxy's own average over its last 1024 responses
     bytes_per_s: float | None  # both directions through the backend
 
@@ -82,7 +84,7 @@ class ProxyMetrics:
 @dataclass
 class ServerSideMetrics:
     requests: int  # Predict calls the server answered with OK inside the window
-    requests_per_s: float
+    requests_per_s: float | None  # between the first and last scrape inside the window
     errors: int
     request_ms_mean: float | None
     inference_ms_mean: float | None
@@ -106,11 +108,11 @@ def _selector(name: str, *matchers: str) -> str:
 def proxy_metrics(api: PrometheusAPI, kind: str, window: Window) -> ProxyMetrics | None:
     job = 'job="haproxy"'
     proxy = f'proxy="{kind}"'
-    requests = window_increase(
-        api, _selector("haproxy_backend_http_requests_total", job, proxy), window, MARGIN_S
-    )
+    selector = _selector("haproxy_backend_http_requests_total", job, proxy)
+    requests = window_increase(api, selector, window, MARGIN_S)
     if requests is None:
         return None
+    rate = window_rate(api, selector, window)
     moved = [
         window_increase(api, _selector(f"haproxy_backend_bytes_{d}_total", job, proxy), window, 0)
         for d in ("in", "out")
@@ -120,7 +122,8 @@ def proxy_metrics(api: PrometheusAPI, kind: str, window: Window) -> ProxyMetrics
     )
     return ProxyMetrics(
         requests=round(requests),
-        requests_per_s=requests / window.duration_s,
+        requests_per_s=rate[0] if rate else None,
+        rate_span_s=rate[1] if rate else None,
         avg_response_ms=average[0][1] * 1e3 if average else None,
         bytes_per_s=sum(m for m in moved if m is not None) / window.duration_s
         if any(m is not None for m in moved)
@@ -136,14 +139,11 @@ def server_metrics(
     model_matcher = f'{names.model_label}="{model}"'
     ok = 'status="OK"' if names.success == names.fail else ""
     failed = 'status!="OK"' if names.success == names.fail else ""
-    success = window_increase(
-        api,
-        _selector(names.success, target, model_matcher, names.predict_labels, ok),
-        window,
-        MARGIN_S,
-    )
+    selector = _selector(names.success, target, model_matcher, names.predict_labels, ok)
+    success = window_increase(api, selector, window, MARGIN_S)
     if success is None:
         return None
+    rate = window_rate(api, selector, window)
     errors = window_increase(
         api,
         _selector(names.fail, target, model_matcher, names.predict_labels, failed),
@@ -167,7 +167,7 @@ def server_metrics(
     cpu_s = window_increase(api, _selector("process_cpu_seconds_total", target), window, MARGIN_S)
     return ServerSideMetrics(
         requests=round(success),
-        requests_per_s=success / window.duration_s,
+        requests_per_s=rate[0] if rate else None,
         errors=round(errors or 0.0),
         request_ms_mean=mean_ms(names.request_time),
         inference_ms_mean=mean_ms(names.inference_time),

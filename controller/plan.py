@@ -69,7 +69,7 @@ class Validity:
 
 
 DEFAULT_VALIDITY = Validity(
-    max_client_cpu=0.5, proxy_tolerance=0.02, max_spread=0.2, stability_intervals=4
+    max_client_cpu=0.5, proxy_tolerance=0.05, max_spread=0.2, stability_intervals=4
 )
 
 

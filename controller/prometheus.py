@@ -145,6 +145,30 @@ def _at(samples: Samples, t: float) -> float:
     return samples[-1][1]
 
 
+def inner_rate(samples: Samples, window: Window) -> tuple[float, float] | None:
+    """(rate per second, span in seconds) between the first and last scrape inside the window.
+
+    Exact counts, no interpolation: what the rate was while the window ran, unbiased
+    by a rate that changes at the window's edges (warm-up and cool-down differ).
+    """
+    inside = [(t, v) for t, v in samples if window.start_epoch <= t <= window.end_epoch]
+    if len(inside) < 2:
+        return None
+    # a drop is a restart from zero
+    grown = sum(b - a if b >= a else b for (_, a), (_, b) in itertools.pairwise(inside))
+    span = inside[-1][0] - inside[0][0]
+    return grown / span, span
+
+
+def window_rate(api: PrometheusAPI, selector: str, window: Window) -> tuple[float, float] | None:
+    """The summed inner rate of every series of `selector` and the shortest span it covers."""
+    series = api.raw(selector, window.start_epoch, window.end_epoch)
+    rates = [r for _, samples in series if (r := inner_rate(samples, window)) is not None]
+    if not rates:
+        return None
+    return sum(rate for rate, _ in rates), min(span for _, span in rates)
+
+
 def window_increase(
     api: PrometheusAPI, selector: str, window: Window, margin_s: float
 ) -> float | None:

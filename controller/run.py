@@ -236,7 +236,9 @@ class Run:
             errors=result.errors,
             verify_failures=result.verify_failures,
             concurrency=clients,
-            proxy_requests=proxy.requests if proxy else None,
+            proxy_rate=(proxy.requests_per_s, proxy.rate_span_s)
+            if proxy and proxy.requests_per_s is not None and proxy.rate_span_s
+            else None,
             client_cpu=client_cpu,
             client_cpu_source=source,
             stable=stable,

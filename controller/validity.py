@@ -5,9 +5,11 @@ The rules (bounds from the plan's `validity`):
 - the client side used at most `max_client_cpu` of the client platform's cores
   (when both platforms share a kernel, the pools' own share, since the node
   exporters count the server's CPU too);
-- HAProxy forwarded as many requests as the clients completed, within
-  `proxy_tolerance` plus the requests in flight at the window's two edges
-  (at most one per client);
+- HAProxy's request rate and the clients' agree within `proxy_tolerance`, plus
+  what counting whole requests allows (one per client over the stretch HAProxy's
+  rate covers). HAProxy's rate is taken between its first and last scrape inside
+  the window: exact counts, untouched by warm-up and cool-down, which may run at
+  another rate than the window (a pool that stops verifying runs faster);
 - the rate over the window's sub-intervals is steady: their spread, (max - min)
   / mean, is within `max_spread` plus what counting whole requests allows;
 - the window lasted as long as the plan asks.
@@ -65,7 +67,7 @@ def judge(
     errors: dict[str, int],
     verify_failures: int,
     concurrency: int,
-    proxy_requests: float | None,
+    proxy_rate: tuple[float, float] | None,
     client_cpu: float | None,
     client_cpu_source: str,
     stable: Stability | None,
@@ -91,15 +93,17 @@ def judge(
             f" above the bound {bounds.max_client_cpu:.0%}: the clients, not the server, were"
             " measured"
         )
-    completed = requests + sum(errors.values())
-    if proxy_requests is None:
-        reasons.append("HAProxy's request count unknown: no samples for the window")
-    elif completed:
-        allowed = bounds.proxy_tolerance * completed + concurrency
-        if abs(proxy_requests - completed) > allowed:
+    finished = requests + sum(errors.values())
+    if proxy_rate is None:
+        reasons.append("HAProxy's request rate unknown: fewer than two scrapes in the window")
+    elif finished and measured_window_s:
+        rate, span_s = proxy_rate
+        clients_rate = finished / measured_window_s
+        allowed = bounds.proxy_tolerance + concurrency / (clients_rate * span_s)
+        if abs(rate - clients_rate) > allowed * clients_rate:
             reasons.append(
-                f"HAProxy forwarded {proxy_requests:.0f} requests, the clients finished"
-                f" {completed}: apart by more than {allowed:.0f}"
+                f"HAProxy forwarded {rate:.1f} requests/s, the clients finished"
+                f" {clients_rate:.1f}/s: apart by more than {allowed:.1%}"
             )
     if stable is not None and stable.spread > stable.allowed:
         rates = ", ".join(f"{r:.1f}" for r in stable.requests_per_s)

@@ -99,4 +99,4 @@ def test_a_sweep_doubles_concurrency_up_to_its_bound(tmp_path):
 def test_validity_bounds_default_and_can_be_set(tmp_path):
     plan = load_plan(_write(tmp_path, validity={"max_client_cpu": 0.3}))
     assert plan.validity.max_client_cpu == 0.3
-    assert plan.validity.proxy_tolerance == 0.02
+    assert plan.validity.proxy_tolerance == 0.05

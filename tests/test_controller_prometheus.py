@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servelab.controller.prometheus import Window, _epoch, counter_increase
+from servelab.controller.prometheus import Window, _epoch, counter_increase, inner_rate
 
 WINDOW = Window(10.5, 20.5)
 
@@ -41,3 +41,12 @@ def test_prometheus_scrape_times_read_with_nanoseconds():
     assert _epoch("2026-11-23T10:00:00.123456789Z") == pytest.approx(1795428000.123457, abs=1e-6)
     assert _epoch("2026-11-23T10:00:00Z") == pytest.approx(1795428000.0)
     assert _epoch("0001-01-01T00:00:00Z") is None
+
+
+def test_the_inner_rate_uses_only_scrapes_inside_the_window():
+    # 100/s inside the window, 300/s in the cool-down after it: interpolation at the
+    # edge would mix the two, the scrapes inside it do not
+    samples = [(float(t), 100.0 * t) for t in range(5, 21)]
+    samples += [(21.0, 2300.0), (22.0, 2600.0)]
+    assert inner_rate(samples, WINDOW) == pytest.approx((100.0, 9.0))
+    assert inner_rate([(11.0, 5.0)], WINDOW) is None

@@ -19,7 +19,7 @@ def _judge(**changes):
         "errors": {},
         "verify_failures": 0,
         "concurrency": 4,
-        "proxy_requests": 1000.0,
+        "proxy_rate": (100.0, 8.0),
         "client_cpu": 0.2,
         "client_cpu_source": "node exporter",
         "stable": None,
@@ -36,11 +36,11 @@ def test_a_clean_point_is_valid():
     [
         ({"errors": {"UNAVAILABLE": 3}}, "transport errors: 3 UNAVAILABLE"),
         ({"verify_failures": 2}, "2 responses failed verification"),
-        ({"measured_window_s": 9.0}, "window 9.00 s is shorter than the plan's 10"),
+        ({"measured_window_s": 9.0, "proxy_rate": (1000 / 9, 8.0)}, "window 9.00 s is shorter"),
         ({"client_cpu": 0.8}, "client side used 80% of the client platform's CPU"),
         ({"client_cpu": None}, "client platform CPU unknown"),
-        ({"proxy_requests": None}, "HAProxy's request count unknown"),
-        ({"requests": 0, "proxy_requests": 0.0}, "no request completed"),
+        ({"proxy_rate": None}, "HAProxy's request rate unknown"),
+        ({"requests": 0, "proxy_rate": (0.0, 8.0)}, "no request completed"),
     ],
 )
 def test_each_rule_names_what_it_found(changes, reason):
@@ -49,13 +49,13 @@ def test_each_rule_names_what_it_found(changes, reason):
     assert reason in reasons[0]
 
 
-def test_haproxy_may_differ_by_the_tolerance_plus_the_requests_in_flight():
-    # 2% of 1000 plus one request per client (4) at the window's edges: 24
-    assert _judge(proxy_requests=1024.0) == []
-    assert _judge(proxy_requests=976.0) == []
-    reasons = _judge(proxy_requests=1025.0)
+def test_haproxy_rate_may_differ_by_the_tolerance_plus_counting():
+    # clients: 1000 requests in 10 s = 100/s; 5% plus 4 clients over 8 s of 100/s (0.5%)
+    assert _judge(proxy_rate=(105.4, 8.0)) == []
+    assert _judge(proxy_rate=(94.6, 8.0)) == []
+    reasons = _judge(proxy_rate=(105.6, 8.0))
     assert reasons == [
-        "HAProxy forwarded 1025 requests, the clients finished 1000: apart by more than 24"
+        "HAProxy forwarded 105.6 requests/s, the clients finished 100.0/s: apart by more than 5.5%"
     ]
     # errors are requests HAProxy forwarded too
     assert not any("HAProxy" in r for r in _judge(requests=990, errors={"INTERNAL": 10}))

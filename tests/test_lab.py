@@ -99,7 +99,7 @@ def test_lab_measures_every_point_valid(lab):
         expected = client["requests"]["verified"] * batch / client["window"]["duration_s"]
         assert point["throughput_fps"] == pytest.approx(expected)
         # HAProxy forwarded what the clients sent, to within the requests in flight
-        assert abs(point["proxy"]["requests"] - point["requests"]) <= 0.02 * point["requests"] + 2
+        assert abs(point["proxy"]["requests"] - point["requests"]) <= 0.05 * point["requests"] + 2
         # the server counted the same Predict calls
         assert abs(point["server_metrics"]["requests"] - point["requests"]) <= (
             0.02 * point["requests"] + 2
