@@ -19,17 +19,6 @@ def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def test_defaults_and_argument_specs_agree() -> None:
-    defaults = _load(ROLE / "defaults" / "main.yml")
-    options = _load(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
-
-    assert set(defaults) == set(options), "every default documented and every option defaulted"
-    for name, spec in options.items():
-        assert name.startswith("model_repository_"), name
-        assert "type" in spec and "description" in spec, name
-        assert spec.get("default") == defaults[name], f"{name}: default differs"
-
-
 def test_model_choices_are_the_buildable_models() -> None:
     from servelab.controller.modelrepo import KNOWN_MODELS
 
