@@ -410,10 +410,17 @@ def _run_command(args: Any) -> int:
         "prometheus": PrometheusAPI(args.prometheus) if args.prometheus else None,
         "progress": args.progress,
     }
-    if args.resume:
-        run = Run.resume(args.resume, **options)
-    else:
-        run = Run.start(load_plan(args.plan), args.results, **options)
+    try:
+        if args.resume:
+            run = Run.resume(args.resume, **options)
+        else:
+            run = Run.start(load_plan(args.plan), args.results, **options)
+    except (PlanError, OSError) as exc:
+        if args.progress:  # benchmark.yml follows this file: tell it the run is over
+            args.progress.parent.mkdir(parents=True, exist_ok=True)
+            with args.progress.open("a") as out:
+                out.write(f"run finished: did not start: {exc}\n")
+        raise PlanError(str(exc)) from None
     try:
         return run.execute()
     except KeyboardInterrupt:
