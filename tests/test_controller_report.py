@@ -313,7 +313,7 @@ def test_a_sparse_or_unfinished_run_is_reported_with_dashes(tmp_path):
     text = (tmp_path / "run" / "report.md").read_text()
     assert "**Finished:** unfinished" in text
     assert (
-        "| ref-openvino | resnet_v1_50 | 1 | 2 | 0 | 12.5 | " + " | ".join([D] * 8) + " | valid |"
+        "| ref-openvino | resnet_v1_50 | 1 | 2 | 0 | 12.5 | " + " | ".join([D] * 9) + " | valid |"
         in text
     )
     assert (
