@@ -263,7 +263,12 @@ def test_resume_measures_only_what_is_missing(provisioned, tmp_path):
         [
             str(BIN / "ansible-playbook"),
             "lab.yml",
-            *_lab_vars(state, results, run_dir / "plan.yml"),
+            "-e",
+            f"servelab_state_dir={state}",
+            "-e",
+            f"servelab_results_dir={results}",
+            "-e",
+            '{"model_repository_ceiling_duration_s": 2}',
             "-e",
             f"servelab_resume={run_dir}",
         ],
