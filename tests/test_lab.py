@@ -31,23 +31,27 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def _lab_vars(state: Path, results: Path, plan: Path) -> list[str]:
-    return [
-        "-e",
-        f"servelab_plan_file={plan}",
-        "-e",
-        f"servelab_state_dir={state}",
-        "-e",
-        f"servelab_results_dir={results}",
-        "-e",
-        '{"model_repository_ceiling_duration_s": 2}',
-    ]
+SMOKE = PROJECT / "plans" / "smoke.yml"
 
 
-def _playbook(playbook: str, state: Path, results: Path, plan: Path | None = None):
-    plan = plan or PROJECT / "plans" / "smoke.yml"
+def _playbook(
+    playbook: str, state: Path, results: Path, *extra: str, plan: Path | None = SMOKE
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook on this checkout; plan None leaves the plan to the inventory."""
+    plan_vars = ["-e", f"servelab_plan_file={plan}"] if plan else []
     return subprocess.run(
-        [str(BIN / "ansible-playbook"), playbook, *_lab_vars(state, results, plan)],
+        [
+            str(BIN / "ansible-playbook"),
+            playbook,
+            *plan_vars,
+            "-e",
+            f"servelab_state_dir={state}",
+            "-e",
+            f"servelab_results_dir={results}",
+            "-e",
+            '{"model_repository_ceiling_duration_s": 2}',
+            *extra,
+        ],
         cwd=PROJECT,
         env=_env(),
         capture_output=True,
@@ -259,26 +263,7 @@ def test_resume_measures_only_what_is_missing(provisioned, tmp_path):
     (run_dir / "results.json").write_text(json.dumps(document))
 
     # the user's way back: lab.yml provisions again and resumes the run
-    resumed = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "lab.yml",
-            "-e",
-            f"servelab_state_dir={state}",
-            "-e",
-            f"servelab_results_dir={results}",
-            "-e",
-            '{"model_repository_ceiling_duration_s": 2}',
-            "-e",
-            f"servelab_resume={run_dir}",
-        ],
-        cwd=PROJECT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
+    resumed = _playbook("lab.yml", state, results, "-e", f"servelab_resume={run_dir}", plan=None)
     assert resumed.returncode == 0, resumed.stdout[-4000:]
     output = " ".join(resumed.stdout.split())
     assert re.search(r"point 1/2 ref-openvino-tiny-b1-c2-r0: [^']*\(measured before\)", output)

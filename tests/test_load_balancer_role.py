@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from support.refserver import RefServerProcess, running_refserver
+from support.roles import PlayResult, apply_role
 
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
@@ -36,7 +36,6 @@ ROLE = ROOT / "roles" / "load_balancer"
 BIN = Path(sys.executable).parent
 HAPROXY = "/usr/sbin/haproxy"
 LOOPBACK = "127.0.0.1"
-RECAP = re.compile(r"^localhost\s+:\s+((?:\w+=\d+\s*)+)$", re.MULTILINE)
 
 
 def _load(path: Path) -> dict:
@@ -54,17 +53,6 @@ def test_each_frontend_is_a_described_dict() -> None:
 # --- running the role ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlayResult:
-    returncode: int
-    output: str
-    recap: dict[str, int]
-
-    @property
-    def changed(self) -> int:
-        return self.recap["changed"]
-
-
 def free_ports(count: int) -> list[int]:
     """Distinct loopback ports nothing listens on right now."""
     with contextlib.ExitStack() as stack:
@@ -76,45 +64,7 @@ def free_ports(count: int) -> list[int]:
 
 def play(directory: Path, variables: dict, name: str = "play.yml") -> PlayResult:
     """Apply the role on localhost with `variables`; the output and the PLAY RECAP's counts."""
-    playbook = directory / name
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Load balancer",
-                    "hosts": "localhost",
-                    "gather_facts": False,
-                    "vars": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": sys.executable,
-                    },
-                    "roles": [{"role": str(ROLE), "vars": variables}],
-                }
-            ]
-        )
-    )
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "ANSIBLE_LOCALHOST_WARNING": "False",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(playbook)],
-        cwd=ROOT,  # the checkout's ansible.cfg
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    match = RECAP.search(result.stdout)
-    recap = {}
-    if match:
-        recap = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
-    return PlayResult(result.returncode, output, recap)
+    return apply_role(ROLE, variables, directory / name, lab_vars=True, timeout_s=300)
 
 
 def lab_processes(config: Path) -> list[int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -30,8 +29,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import yaml
 from support.refserver import RefServerProcess, free_port, running_refserver
+from support.roles import PlayResult, apply_role
 
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
@@ -47,46 +46,9 @@ PREDICTS = 7
 TFSERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
-@dataclass
-class Play:
-    returncode: int
-    output: str
-    recap: dict[str, int]
-
-
-def _play(directory: Path, variables: dict[str, Any], name: str = "play.yml") -> Play:
+def _play(directory: Path, variables: dict[str, Any], name: str = "play.yml") -> PlayResult:
     """Apply the role to localhost with these variables; the play's outcome."""
-    playbook = directory / name
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Monitoring",
-                    "hosts": "localhost",
-                    "gather_facts": False,
-                    "vars": {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": sys.executable,
-                    },
-                    "roles": [{"role": str(ROLE), "vars": variables}],
-                }
-            ]
-        )
-    )
-    result = subprocess.run(
-        # An inventory of its own: the lab's group_vars must not fill in what the test omits.
-        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook)],
-        cwd=PROJECT,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    recap = re.search(r"^localhost\s+:\s+(ok=.*)$", result.stdout, flags=re.M)
-    counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))} if recap else {}
-    return Play(result.returncode, output, counts)
+    return apply_role(ROLE, variables, directory / name)
 
 
 def _variables(state: Path, node_exporter_port: int, prometheus_port: int, **more: Any) -> dict:
@@ -136,7 +98,7 @@ class Lab:
     prometheus_port: int
     refserver: RefServerProcess
     variables: dict[str, Any]
-    first: Play
+    first: PlayResult
     pids: dict[str, int | None]
 
     @property
