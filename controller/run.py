@@ -260,6 +260,7 @@ class Run:
         if self.progress:
             self.progress.parent.mkdir(parents=True, exist_ok=True)
         measured = {p.point: p for p in self.points if p.status == "measured"}
+        failures_before = len(self.failures)  # a resumed run answers for itself
         total = len(list(self.plan.points()))
         done = 0
         try:
@@ -297,7 +298,7 @@ class Run:
                     best = max(best or 0.0, level)
         finally:
             self._finish()
-        ok = not self.failures and all(p.valid for p in self.points)
+        ok = len(self.failures) == failures_before and all(p.valid for p in self.points)
         return 0 if ok else 1
 
     def _levels_above(self, server: str, model: str, batch: int, concurrency: int):
