@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from support.refserver import RefServerProcess, running_refserver
+from support.refserver import RefServerProcess, free_ports, running_refserver
 from support.roles import PlayResult, apply_role
 
 from servelab.wire import api
@@ -51,15 +51,6 @@ def test_each_frontend_is_a_described_dict() -> None:
 
 
 # --- running the role ---------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct loopback ports nothing listens on right now."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def play(directory: Path, variables: dict, name: str = "play.yml") -> PlayResult:
