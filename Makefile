@@ -12,7 +12,7 @@ PLAN ?= plans/quick.yml
 # ansible-playbook and ansible-lint find their siblings (ansible-galaxy, ...) on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all lab test lint bench proto proto-check venv clean
+.PHONY: all lab test lint bench proto proto-check venv clean docker-engine
 
 all: test
 
@@ -49,7 +49,17 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-test: lint $(CHROMIUM)
+# The docker runtime's tests need a Docker engine and debootstrap (Debian's packages);
+# Debian's dockerd is started when no engine answers (no systemd is assumed).
+DOCKERD := /usr/sbin/dockerd
+$(DOCKERD):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap
+
+docker-engine: venv $(DOCKERD)
+	$(PY) tests/support/docker.py start
+
+test: lint $(CHROMIUM) docker-engine
 	$(BIN)/pytest -m "not slow"
 
 # Every benchmark runs; the target fails if any found its figure off target.

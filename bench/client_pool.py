@@ -2,8 +2,10 @@
 
 1. Import time of the client (fresh interpreter, median of a few).
 2. Cost: requests per client CPU-second against refserver (OpenVINO) serving `tiny`,
-   for the default mode and for `--api tensorflow-serving-api` (the published
-   clients), and their ratio (target: default at least 2x cheaper).
+   for the default mode (servelab's own HTTP/2 client), `--api servelab-grpcio`
+   (the same messages over grpcio, for comparison) and `--api tensorflow-serving-api`
+   (the published clients), and the ratio of the default to the published clients
+   (target: default at least 2x cheaper).
 3. Footprint: peak resident memory per worker process sending real batch-1
    ResNet inputs (224x224x3 golden samples) to refserver serving resnet_v1_50.
 4. Never the bottleneck: a concurrency sweep against refserver (OpenVINO,
@@ -103,7 +105,7 @@ def cost(repo: Path, seconds: float, concurrency: int) -> None:
     window = ("--warmup", "1", "--duration", f"{seconds:g}", "--cooldown", "0.2", "--timeout", "10")
     results = {}
     with running_refserver("openvino", repo, model="tiny", nireq=concurrency) as server:
-        for api in ("servelab", "tensorflow-serving-api"):
+        for api in ("servelab", "servelab-grpcio", "tensorflow-serving-api"):
             summary = load(
                 server.target,
                 repo,
@@ -130,7 +132,8 @@ def cost(repo: Path, seconds: float, concurrency: int) -> None:
     ok = verdict(ratio >= 2, f"cost ratio {ratio:.2f}x at concurrency {concurrency}")
     print(
         f"  default is {ratio:.2f}x cheaper per request than tensorflow-serving-api "
-        f"(target >= 2: {ok})"
+        f"(target >= 2: {ok}); servelab-grpcio is "
+        f"{results['servelab-grpcio'] / results['tensorflow-serving-api']:.2f}x"
     )
 
 

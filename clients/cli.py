@@ -101,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--api",
-        choices=("servelab", "tensorflow-serving-api"),
+        choices=("servelab", "servelab-grpcio", "tensorflow-serving-api"),
         default="servelab",
-        help="servelab's own messages (default) or the official stubs and TensorFlow, "
-        "as the published clients did",
+        help="servelab: servelab's messages over its own HTTP/2 client, one connection "
+        "per process (default, the cheapest); servelab-grpcio: the same messages over "
+        "grpcio; tensorflow-serving-api: the official stubs and TensorFlow, as the "
+        "published clients did",
     )
     load.add_argument("--warmup", type=_seconds, default=5.0, help="seconds before the window")
     load.add_argument(
@@ -177,6 +179,11 @@ def _check_args(args: argparse.Namespace) -> None:
         and importlib.util.find_spec("tensorflow_serving") is None
     ):
         raise BadInput("--api tensorflow-serving-api needs the tensorflow-serving-api package")
+    if args.api == "servelab" and importlib.util.find_spec("hpack") is None:
+        raise BadInput(
+            "--api servelab needs the hpack package (a servelab dependency); "
+            "or choose --api servelab-grpcio"
+        )
     if args.out is not None and args.out.is_dir():
         raise BadInput(f"--out {args.out} is a directory")
 

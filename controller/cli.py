@@ -7,13 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from servelab.controller import compare as compare_cli
+from servelab.controller import history as history_cli
+from servelab.controller import nightly as nightly_cli
 from servelab.controller import readiness
 from servelab.controller import report as report_cli
 from servelab.controller import run as run_cli
+from servelab.controller.history import HistoryError
 from servelab.controller.modelrepo import cli as models_cli
 from servelab.controller.modelrepo.errors import ModelRepoError
+from servelab.controller.nightly import NightlyError
 from servelab.controller.plan import PlanError
-from servelab.controller.report import ReportError
+from servelab.controller.records import ReportError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.register(groups)
     compare_cli.register(groups)
     readiness.register(groups)
+    history_cli.register_cli(groups)
+    nightly_cli.register(groups)
     return parser
 
 
@@ -35,13 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except PlanError as exc:
-        print(f"servelab: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ModelRepoError as exc:
-        print(f"servelab: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ReportError as exc:
+    # each carries its own exit status
+    except (PlanError, ModelRepoError, ReportError, HistoryError, NightlyError) as exc:
         print(f"servelab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -11,18 +11,12 @@ import argparse
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from servelab.controller.report import (
-    DASH,
-    PointRecord,
-    RunResults,
-    format_fps,
-    format_ms,
-    load_results,
-)
+from servelab.controller.records import DASH, PointRecord, RunResults, load_results
+from servelab.controller.report import format_fps, format_ms
 
 Key = tuple[str, str, int, int]  # server, model, batch, concurrency
 
@@ -39,14 +33,7 @@ class RunSide:
     reasons: tuple[str, ...]  # why repeats are invalid or failed, each reason once
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "throughput_fps": self.throughput_fps,
-            "p99_ms": self.p99_ms,
-            "valid": self.valid,
-            "valid_repeats": self.valid_repeats,
-            "repeats": self.repeats,
-            "reasons": list(self.reasons),
-        }
+        return {**asdict(self), "reasons": list(self.reasons)}
 
 
 def _median(values: Sequence[float | None]) -> float | None:

@@ -101,6 +101,23 @@ class CpuUse:
     shared_host: bool  # both platforms on one kernel: node CPU counts both
 
 
+# A point whose busier direction used this share of the link was limited by the network.
+NEAR_CAPACITY = 0.8
+
+
+@dataclass
+class NetworkUse:
+    """The server host's lab interface over the window (node exporter)."""
+
+    host: str
+    device: str
+    receive_bytes_per_s: float | None  # requests arriving at the server host
+    transmit_bytes_per_s: float | None  # responses leaving it
+    link_mbps: float | None  # the link's speed, when the host or the inventory knows it
+    link_use: float | None  # the busier direction's share of the link
+    near_capacity: bool  # link_use at or above NEAR_CAPACITY: the network set the pace
+
+
 def _selector(name: str, *matchers: str) -> str:
     return f"{name}{{{','.join(m for m in matchers if m)}}}"
 
@@ -219,4 +236,30 @@ def cpu_use(api: PrometheusAPI, window: Window, client_pool: float | None) -> Cp
         server_cores=server[1] if server else None,
         client_cores=client[1] if client else None,
         shared_host=bool(nodenames["server"] & nodenames["client"]),
+    )
+
+
+def network_use(
+    api: PrometheusAPI, host: str, device: str, link_mbps: float | None, window: Window
+) -> NetworkUse:
+    rates: dict[str, float | None] = {}
+    for direction in ("receive", "transmit"):
+        selector = _selector(
+            f"node_network_{direction}_bytes_total",
+            'job="node"',
+            f'host="{host}"',
+            f'device="{device}"',
+        )
+        moved = window_increase(api, selector, window, MARGIN_S)
+        rates[direction] = moved / window.duration_s if moved is not None else None
+    busier = max((r for r in rates.values() if r is not None), default=None)
+    use = busier * 8 / (link_mbps * 1e6) if busier is not None and link_mbps else None
+    return NetworkUse(
+        host=host,
+        device=device,
+        receive_bytes_per_s=rates["receive"],
+        transmit_bytes_per_s=rates["transmit"],
+        link_mbps=link_mbps,
+        link_use=use,
+        near_capacity=use is not None and use >= NEAR_CAPACITY,
     )

@@ -66,10 +66,16 @@ class Validity:
     proxy_tolerance: float  # |HAProxy's count - clients' count| / clients' count, beyond in-flight
     max_spread: float  # (max - min) / mean of the window's sub-interval rates, beyond counting
     stability_intervals: int  # how many sub-intervals the window is cut into
+    # how far a host's clock may be from the monitoring host's (checked once, at the start)
+    max_clock_skew_ms: float
 
 
 DEFAULT_VALIDITY = Validity(
-    max_client_cpu=0.5, proxy_tolerance=0.05, max_spread=0.2, stability_intervals=4
+    max_client_cpu=0.5,
+    proxy_tolerance=0.05,
+    max_spread=0.2,
+    stability_intervals=4,
+    max_clock_skew_ms=50.0,
 )
 
 
@@ -192,6 +198,7 @@ def _validity(data: dict[str, Any], path: Path) -> Validity:
         proxy_tolerance=_number(merged, "proxy_tolerance", where, 0, 1),
         max_spread=_number(merged, "max_spread", where, 0, 10),
         stability_intervals=_integer(merged, "stability_intervals", where, 2),
+        max_clock_skew_ms=_number(merged, "max_clock_skew_ms", where, 0, 60_000),
     )
 
 

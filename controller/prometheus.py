@@ -66,6 +66,13 @@ class PrometheusAPI:
             raise PrometheusError(f"{expr}: expected a vector, got {data['resultType']}")
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]
 
+    def scalar(self, expr: str) -> float:
+        """A scalar expression evaluated at Prometheus' own present (its clock, not ours)."""
+        data = self._get("/api/v1/query", {"query": expr})
+        if data["resultType"] != "scalar":
+            raise PrometheusError(f"{expr}: expected a scalar, got {data['resultType']}")
+        return float(data["result"][1])
+
     def raw(self, selector: str, start: float, end: float) -> list[tuple[Labels, Samples]]:
         """Every scraped sample of `selector` from `start` to `end`, per series."""
         range_ms = max(1, math.ceil((end - start) * 1000))

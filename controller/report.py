@@ -1,9 +1,10 @@
 """The report of a run: results.csv, report.md, report.html and charts/*.png from results.json.
 
-Every number shown comes from the run's results.json; nothing is measured or assumed
-here. The published result shape is kept: throughput per model and batch size, each
-server kind's throughput relative to the plan's baseline kind at the same model and
-batch size, and each configuration relative to the baseline at batch 1.
+Every number shown comes from the run's results.json (read by controller/records.py);
+nothing is measured or assumed here. The published result shape is kept: throughput
+per model and batch size, each server kind's throughput relative to the plan's
+baseline kind at the same model and batch size, and each configuration relative to
+the baseline at batch 1.
 
 How a configuration's throughput is formed (the gains are computed from this alone):
 per (kind, model, batch, concurrency) the median of the valid repeats' frames/s;
@@ -17,24 +18,29 @@ import argparse
 import base64
 import csv
 import io
-import json
-import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from servelab.controller.metrics import NEAR_CAPACITY
 from servelab.controller.phases import PROJECT_DIR
+from servelab.controller.plan import DEFAULT_VALIDITY
+from servelab.controller.records import (
+    DASH,
+    LATENCY_FIELDS,
+    PointRecord,
+    ReportError,
+    RunResults,
+    load_results,
+)
 
 TEMPLATES_DIR = PROJECT_DIR / "templates"
-RESULTS_FILE = "results.json"
 CHARTS_DIR = "charts"
-DASH = "\u2013"  # an en dash: what a number that does not exist looks like, in every format but CSV
 
 # Distinctive colours per server kind (the HTML test finds them in a screenshot).
 KIND_COLOURS = {
@@ -50,451 +56,6 @@ KIND_DESCRIPTIONS = {
     "ovms": "OpenVINO Model Server",
     "tfserving": "TensorFlow Serving",
 }
-LATENCY_FIELDS = ("mean", "p50", "p90", "p95", "p99", "p99_9", "max", "min")
-STATUSES = ("measured", "failed")
-
-
-class ReportError(ValueError):
-    """A run directory or results.json the report cannot be built from (bad input)."""
-
-    exit_code = 2
-
-
-# ---------------------------------------------------------------------------
-# Reading results.json
-
-
-@dataclass(frozen=True)
-class Latency:
-    mean_ms: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    p99_9_ms: float | None = None
-    max_ms: float | None = None
-    min_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class WindowRecord:
-    start_epoch: float | None
-    end_epoch: float | None
-    duration_s: float | None
-
-
-@dataclass(frozen=True)
-class ProxyRecord:
-    requests: int | None
-    requests_per_s: float | None
-    avg_response_ms: float | None
-
-
-@dataclass(frozen=True)
-class ServerMetricsRecord:
-    requests: int | None
-    requests_per_s: float | None
-    errors: int | None
-    request_mean_ms: float | None
-    inference_mean_ms: float | None
-
-
-@dataclass(frozen=True)
-class CpuRecord:
-    """Fractions of each platform's cores (1.0 = every core busy)."""
-
-    server: float | None
-    client: float | None
-    client_pool: float | None
-
-
-@dataclass(frozen=True)
-class PointRecord:
-    """One point of results.json, every optional part None when it is null or missing."""
-
-    server: str
-    model: str
-    batch: int
-    concurrency: int
-    repeat: int
-    status: str
-    valid: bool
-    reasons: tuple[str, ...]
-    throughput_fps: float | None
-    requests_per_s: float | None
-    latency: Latency
-    requests: int | None
-    errors: dict[str, int] | None
-    verify_failures: int | None
-    window: WindowRecord | None
-    proxy: ProxyRecord | None
-    server_metrics: ServerMetricsRecord | None
-    cpu: CpuRecord | None
-    in_process_fps: float | None
-    stability_spread: float | None
-
-    @property
-    def counted(self) -> bool:
-        """Whether this point may enter a gain: measured, valid and with a throughput."""
-        return self.status == "measured" and self.valid and self.throughput_fps is not None
-
-    @property
-    def errors_total(self) -> int | None:
-        return None if self.errors is None else sum(self.errors.values())
-
-    @property
-    def served_fraction(self) -> float | None:
-        """Served throughput over the runtime's in-process throughput (same model and batch)."""
-        if self.throughput_fps is None or not self.in_process_fps:
-            return None
-        return self.throughput_fps / self.in_process_fps
-
-    @property
-    def verdict(self) -> str:
-        if self.status == "failed":
-            return "FAILED: " + ("; ".join(self.reasons) or "no reason recorded")
-        if not self.valid:
-            return "INVALID: " + ("; ".join(self.reasons) or "no reason recorded")
-        return "valid"
-
-    @property
-    def label(self) -> str:
-        return (
-            f"{self.server} {self.model} batch {self.batch} "
-            f"concurrency {self.concurrency} repeat {self.repeat}"
-        )
-
-
-@dataclass(frozen=True)
-class HostRecord:
-    platform: str
-    name: str | None
-    hostname: str | None
-    cpu_model: str | None
-    cores: int | None
-    memory_bytes: int | None
-    kernel: str | None
-    os: str | None
-
-
-@dataclass(frozen=True)
-class RunResults:
-    """A whole results.json, read and checked."""
-
-    path: Path
-    run_id: str
-    plan: dict[str, Any]
-    started: str | None
-    finished: str | None
-    git_commit: str | None
-    inventory: str | None
-    hosts: tuple[HostRecord, ...]
-    versions: tuple[tuple[str, str], ...]  # (component, version), flattened in file order
-    controller: tuple[tuple[str, str], ...]
-    points: tuple[PointRecord, ...]
-    failures: tuple[str, ...]
-
-    @property
-    def plan_name(self) -> str:
-        return str(self.plan.get("name") or self.run_id)
-
-    @property
-    def description(self) -> str:
-        return str(self.plan.get("description") or "")
-
-    @cached_property
-    def kinds(self) -> tuple[str, ...]:
-        """The plan's server kinds in its order, then any other kind the points name."""
-        return _ordered(_str_list(self.plan.get("servers")), (p.server for p in self.points))
-
-    @cached_property
-    def models(self) -> tuple[str, ...]:
-        return _ordered(_str_list(self.plan.get("models")), (p.model for p in self.points))
-
-    @cached_property
-    def batches(self) -> tuple[int, ...]:
-        planned = self.plan.get("batches")
-        values = {b for b in planned if _is_int(b)} if isinstance(planned, list) else set()
-        return tuple(sorted(values | {p.batch for p in self.points}))
-
-    @property
-    def baseline(self) -> str | None:
-        """The plan's baseline kind (as the plan loader defaults it: the last server)."""
-        baseline = self.plan.get("baseline")
-        if isinstance(baseline, str) and baseline:
-            return baseline
-        servers = _str_list(self.plan.get("servers"))
-        return servers[-1] if servers else None
-
-    def sort_key(self, point: PointRecord) -> tuple[int, int, int, int, int]:
-        return (
-            self.kinds.index(point.server),
-            self.models.index(point.model),
-            point.batch,
-            point.concurrency,
-            point.repeat,
-        )
-
-
-def _ordered(first: Iterable[str], then: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*first, *then]))
-
-
-def _str_list(value: Any) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
-class _Fields:
-    """Typed access to one JSON object; a wrong type is a ReportError naming file and field."""
-
-    def __init__(self, path: Path, where: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise ReportError(f"{path}: {where} is {_json_type(data)}; expected an object")
-        self.path = path
-        self.where = where
-        self.data = data
-
-    def _wrong(self, key: str, expected: str) -> ReportError:
-        value = self.data[key]
-        return ReportError(
-            f"{self.path}: {self.where}.{key} is {_json_type(value)} ({str(value)[:60]!r}); "
-            f"expected {expected}"
-        )
-
-    def _get(self, key: str, required: bool) -> Any:
-        value = self.data.get(key)
-        if value is None and required:
-            raise ReportError(f"{self.path}: {self.where} has no '{key}'")
-        return value
-
-    def number(self, key: str) -> float | None:
-        value = self._get(key, False)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._wrong(key, "a number or null")
-        return float(value) if math.isfinite(value) else None
-
-    def integer(self, key: str, required: bool = False, digits: bool = False) -> int | None:
-        """An integer; with digits=True also a string of digits (Ansible's templated facts)."""
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if digits and isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if not _is_int(value):
-            raise self._wrong(key, "an integer")
-        return int(value)
-
-    def text(self, key: str, required: bool = False) -> str | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise self._wrong(key, "a string")
-        return value
-
-    def boolean(self, key: str) -> bool | None:
-        value = self._get(key, False)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            raise self._wrong(key, "true or false")
-        return value
-
-    def child(self, key: str) -> _Fields | None:
-        value = self._get(key, False)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise self._wrong(key, "an object or null")
-        return _Fields(self.path, f"{self.where}.{key}", value)
-
-    def strings(self, key: str) -> list[str]:
-        value = self._get(key, False)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self._wrong(key, "a list of strings")
-        return [str(v) for v in value]
-
-
-def _read_point(fields: _Fields) -> PointRecord:
-    status = fields.text("status") or "measured"
-    if status not in STATUSES:
-        raise ReportError(
-            f"{fields.path}: {fields.where}.status is {status!r}; expected one of {list(STATUSES)}"
-        )
-    reasons = fields.strings("reasons")
-    valid = fields.boolean("valid")
-    if valid is None:
-        valid = False
-        reasons.append("results.json records no validity verdict for this point")
-    if status == "failed":
-        valid = False
-    latency_fields = fields.child("latency_ms")
-    latency = Latency(
-        **{f"{name}_ms": latency_fields.number(name) for name in LATENCY_FIELDS}
-        if latency_fields
-        else {}
-    )
-    errors_fields = fields.child("errors")
-    errors = None
-    if errors_fields is not None:
-        errors = {code: errors_fields.integer(code) or 0 for code in errors_fields.data}
-    window = None
-    if (w := fields.child("window")) is not None:
-        window = WindowRecord(
-            w.number("start_epoch"), w.number("end_epoch"), w.number("duration_s")
-        )
-    elif (duration_s := fields.number("window_s")) is not None:  # run.py's first cut
-        window = WindowRecord(None, None, duration_s)
-    proxy = None
-    if (p := fields.child("proxy")) is not None:
-        proxy = ProxyRecord(
-            p.integer("requests"), p.number("requests_per_s"), p.number("avg_response_ms")
-        )
-    metrics = None
-    if (m := fields.child("server_metrics")) is not None:
-        metrics = ServerMetricsRecord(
-            m.integer("requests"),
-            m.number("requests_per_s"),
-            m.integer("errors"),
-            m.number("request_ms_mean"),
-            m.number("inference_ms_mean"),
-        )
-    cpu = None
-    if (c := fields.child("cpu")) is not None:
-        cpu = CpuRecord(c.number("server"), c.number("client"), c.number("client_pool"))
-    stability = fields.child("stability")
-    return PointRecord(
-        server=fields.text("server", required=True) or "",
-        model=fields.text("model", required=True) or "",
-        batch=fields.integer("batch", required=True) or 0,
-        concurrency=fields.integer("concurrency", required=True) or 0,
-        repeat=fields.integer("repeat") or 0,
-        status=status,
-        valid=valid,
-        reasons=tuple(reasons),
-        throughput_fps=fields.number("throughput_fps"),
-        requests_per_s=fields.number("requests_per_s"),
-        latency=latency,
-        requests=fields.integer("requests"),
-        errors=errors,
-        verify_failures=fields.integer("verify_failures"),
-        window=window,
-        proxy=proxy,
-        server_metrics=metrics,
-        cpu=cpu,
-        in_process_fps=fields.number("in_process_fps"),
-        stability_spread=stability.number("spread") if stability else None,
-    )
-
-
-def _read_hosts(run: _Fields) -> tuple[HostRecord, ...]:
-    hosts = run.child("hosts")
-    if hosts is None:
-        return ()
-    records = []
-    for platform, value in hosts.data.items():
-        entries = value if isinstance(value, list) else [value]
-        for index, entry in enumerate(entries):
-            if entry is None:
-                continue
-            h = _Fields(run.path, f"run.hosts.{platform}[{index}]", entry)
-            records.append(
-                HostRecord(
-                    platform=str(platform),
-                    name=h.text("name"),
-                    hostname=h.text("hostname"),
-                    cpu_model=h.text("cpu_model"),
-                    cores=h.integer("cores", digits=True),
-                    memory_bytes=h.integer("memory_bytes", digits=True),
-                    kernel=h.text("kernel"),
-                    os=h.text("os"),
-                )
-            )
-    return tuple(records)
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_flatten(value, f"{name}: "))
-        else:
-            rows.append((name, DASH if value is None else str(value)))
-    return rows
-
-
-def load_results(path: Path) -> RunResults:
-    """Read a results.json (or the results.json of a run directory); ReportError if unusable."""
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    elif not path.exists():
-        raise ReportError(f"{path}: no such run directory or file")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file (a run directory holds results.json)") from None
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ReportError(f"{path}: not JSON (not UTF-8 text)") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not JSON: {exc}") from None
-    top = _Fields(path, "the document", document)
-    for key in ("run", "points"):
-        if key not in document:
-            raise ReportError(f"{path}: has no '{key}'; not a servelab results.json")
-    run = top.child("run")
-    if run is None:
-        raise ReportError(f"{path}: 'run' is null; expected the run's object")
-    points = document["points"]
-    if not isinstance(points, list):
-        raise ReportError(f"{path}: 'points' is {_json_type(points)}; expected a list")
-    plan = run.child("plan")
-    if plan is None:
-        raise ReportError(f"{path}: run.plan is missing; the report needs the run's plan")
-    versions = run.child("versions")
-    controller = run.child("controller")
-    return RunResults(
-        path=path,
-        run_id=run.text("id", required=True) or "",
-        plan=plan.data,
-        started=run.text("started"),
-        finished=run.text("finished"),
-        git_commit=run.text("git_commit"),
-        inventory=run.text("inventory"),
-        hosts=_read_hosts(run),
-        versions=tuple(_flatten(versions.data)) if versions else (),
-        controller=tuple(_flatten(controller.data)) if controller else (),
-        points=tuple(_read_point(_Fields(path, f"points[{i}]", p)) for i, p in enumerate(points)),
-        failures=tuple(top.strings("failures")),
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -672,6 +233,11 @@ def format_fraction(value: float | None, digits: int = 0) -> str:
     return DASH if value is None else f"{100.0 * value:.{digits}f}%"
 
 
+def format_megabytes(value: float | None) -> str:
+    """Bytes per second as MB/s (10^6 bytes)."""
+    return DASH if value is None else f"{value / 1e6:.2f}"
+
+
 def format_count(value: int | None) -> str:
     return DASH if value is None else str(value)
 
@@ -805,11 +371,13 @@ def kind_colours(kinds: Sequence[str]) -> dict[str, str]:
     return {kind: KIND_COLOURS.get(kind) or next(others) for kind in kinds}
 
 
-def _slug(text: str) -> str:
+def chart_slug(text: str) -> str:
+    """A name made safe for a chart's file name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def _save(figure: Any, path: Path) -> None:
+def save_chart(figure: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG whose bytes depend on the figure alone."""
     figure.tight_layout()
     buffer = io.BytesIO()
     # No Software/date metadata: the same results give the same bytes.
@@ -935,7 +503,7 @@ def write_charts(results: RunResults, best: Best, charts_dir: Path) -> list[Char
 
     def save(figure: Any, name: str, title: str) -> None:
         path = charts_dir / name
-        _save(figure, path)
+        save_chart(figure, path)
         charts.append(Chart(path, title))
 
     with matplotlib.style.context("default"):  # not the user's matplotlibrc
@@ -949,12 +517,12 @@ def write_charts(results: RunResults, best: Best, charts_dir: Path) -> list[Char
             if batches:
                 figure = _throughput_against_batch(best, kinds, model, batches, colours)
                 title = f"{model}: throughput against batch size"
-                save(figure, f"throughput_vs_batch_{_slug(model)}.png", title)
+                save(figure, f"throughput_vs_batch_{chart_slug(model)}.png", title)
         for model in results.models:
             batches = [b for b in results.batches if measured(model, b)]
             if batches:
                 figure = _latency(best, kinds, model, batches, colours)
-                save(figure, f"latency_{_slug(model)}.png", f"{model}: latency percentiles")
+                save(figure, f"latency_{chart_slug(model)}.png", f"{model}: latency percentiles")
     return charts
 
 
@@ -987,6 +555,7 @@ def _environment() -> Any:
         fraction=format_fraction,
         count=format_count,
         gib=format_bytes,
+        megabytes=format_megabytes,
         md=_markdown_cell,
     )
     return env
@@ -1002,7 +571,7 @@ def _matrix(
     return [(k, [cells[b] for b in columns]) for k, cells in grouped.items()]
 
 
-def _context(results: RunResults, charts: Sequence[Chart]) -> dict[str, Any]:
+def _context(results: RunResults, charts: Sequence[Chart], trends: Any = None) -> dict[str, Any]:
     best = best_configs(results.points)
     gains = relative_to_baseline(results, best)
     batch1 = relative_to_baseline_batch1(results, best)
@@ -1036,7 +605,12 @@ def _context(results: RunResults, charts: Sequence[Chart]) -> dict[str, Any]:
         "points": points,
         "problems": [p for p in points if p.status == "failed" or not p.valid],
         "charts": charts,
+        "trends": trends,  # controller/trend.py: the verdict and trend charts, or None
         "plan_yaml": yaml.safe_dump(results.plan, sort_keys=False, allow_unicode=True).rstrip(),
+        "near_capacity": NEAR_CAPACITY,
+        "max_clock_skew_ms": (results.plan.get("validity") or {}).get(
+            "max_clock_skew_ms", DEFAULT_VALIDITY.max_clock_skew_ms
+        ),
     }
 
 
@@ -1045,10 +619,10 @@ def _note_order(rows: Sequence[Relative]) -> Any:
     return lambda note: order[note]
 
 
-def render(results: RunResults, charts: Sequence[Chart]) -> tuple[str, str]:
+def render(results: RunResults, charts: Sequence[Chart], trends: Any = None) -> tuple[str, str]:
     """The Markdown and the self-contained HTML report."""
     env = _environment()
-    context = _context(results, charts)
+    context = _context(results, charts, trends)
     markdown = env.get_template("report.md.j2").render(**context)
     html = env.get_template("report.html.j2").render(**context)
     return markdown, html
@@ -1069,11 +643,15 @@ def build_report(run_dir: Path) -> list[Path]:
     points = sorted(results.points, key=results.sort_key)
     csv_path = run_dir / "results.csv"
     _write_bytes(csv_path, _csv_text(points).encode())
-    markdown, html = render(results, charts)
+    from servelab.controller.trend import report_section  # it imports this module
+
+    trends = report_section(run_dir)  # None until the run has a verdict.json
+    markdown, html = render(results, charts, trends)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     _write_bytes(md_path, markdown.encode())
     _write_bytes(html_path, html.encode())
-    return [csv_path, md_path, html_path, *(chart.path for chart in charts)]
+    trend_charts = [chart.path for chart in trends.charts] if trends else []
+    return [csv_path, md_path, html_path, *(chart.path for chart in charts), *trend_charts]
 
 
 def register(groups: Any) -> None:

@@ -40,6 +40,7 @@ class PointResult:
     proxy: dict[str, Any] | None = None  # HAProxy over the window (controller/metrics.py)
     server_metrics: dict[str, Any] | None = None  # the server's own counters over the window
     cpu: dict[str, Any] | None = None  # both platforms' CPU over the window
+    network: dict[str, Any] | None = None  # the server host's lab link over the window
     in_process_fps: float | None = None  # the runtime alone on the server host (ceiling.json)
     stability: dict[str, Any] | None = None  # the window's sub-interval rates
     valid: bool = False

@@ -10,7 +10,6 @@ is lost; `--resume` continues an interrupted run and measures nothing twice.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -21,7 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from servelab.controller.metrics import cpu_use, proxy_metrics, server_metrics
+from servelab.controller import clocks
+from servelab.controller.argtypes import json_object
+from servelab.controller.metrics import (
+    NetworkUse,
+    cpu_use,
+    network_use,
+    proxy_metrics,
+    server_metrics,
+)
 from servelab.controller.modelrepo.ceiling import CEILING_FILE, load_ceiling
 from servelab.controller.modelrepo.errors import ModelRepoError
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
@@ -57,6 +64,7 @@ class Run:
         extravars: dict[str, Any],
         prometheus: PrometheusAPI | None,
         progress: Path | None,
+        keep_up: bool = False,
         points: list[PointResult] | None = None,
         failures: list[str] | None = None,
     ) -> None:
@@ -67,6 +75,7 @@ class Run:
         self.extravars = extravars
         self.prometheus = prometheus
         self.progress = progress
+        self.keep_up = keep_up
         self.points = points or []
         self.failures = failures or []
         self._point_seconds: list[float] = []
@@ -138,6 +147,28 @@ class Run:
         self.meta["versions"] = facts["versions"]
         self.save()
 
+    def _clocks_agree(self) -> bool:
+        """Every clock against the monitoring host's; False: too far apart to measure."""
+        if self.prometheus is None:
+            return True
+        try:
+            offsets = clocks.measure(self.prometheus)
+        except PrometheusError as exc:
+            self.meta["clocks"] = None
+            print(f"clocks not measured: {exc}", flush=True)
+            return True
+        self.meta["clocks"] = [asdict(o) for o in offsets]
+        self.save()
+        worst = max(offsets, key=lambda o: abs(o.offset_ms))
+        self._say(f"clocks: the furthest is {worst.host}, {worst.offset_ms:+.1f} ms")
+        try:
+            clocks.check(offsets, self.plan.validity.max_clock_skew_ms)
+        except clocks.ClockSkewError as exc:
+            self.failures.append(f"clocks: {exc}")
+            self._say(f"run stopped before its first point: {exc}")
+            return False
+        return True
+
     # -- one point -----------------------------------------------------------------------
 
     def _await_server_metrics(self, kind: str) -> None:
@@ -197,7 +228,7 @@ class Run:
             return result
         window = Window(result.window["start_epoch"], result.window["end_epoch"])
         notes: list[str] = []
-        proxy = server = cpu = None
+        proxy = server = cpu = network = None
         if self.prometheus is None:
             notes.append("no Prometheus given (--prometheus): HAProxy and CPU not measured")
         else:
@@ -208,11 +239,13 @@ class Run:
                 proxy = proxy_metrics(self.prometheus, point.server, window)
                 server = server_metrics(self.prometheus, point.server, point.model, window)
                 cpu = cpu_use(self.prometheus, window, client_pool_cpu(summaries))
+                network = self._network_use(window)
             except PrometheusError as exc:
                 notes.append(f"Prometheus: {exc}")
         result.proxy = asdict(proxy) if proxy else None
         result.server_metrics = asdict(server) if server else None
         result.cpu = asdict(cpu) if cpu else None
+        result.network = asdict(network) if network else None
         clients = point.concurrency * len(summaries)
         stable = stability(
             merged_timeline(summaries),
@@ -246,6 +279,16 @@ class Run:
         result.valid = not result.reasons
         return result
 
+    def _network_use(self, window: Window) -> NetworkUse | None:
+        """The server host's lab link, found by provenance (phases/facts.yml)."""
+        servers = (self.meta.get("hosts") or {}).get("server") or [{}]
+        link = servers[0].get("network") or {}
+        if not link.get("device"):
+            return None
+        speed = link.get("speed_mbps")
+        speed = float(speed) if str(speed).isdigit() else None  # facts may carry digits as text
+        return network_use(self.prometheus, servers[0]["name"], link["device"], speed, window)
+
     def _record(self, result: PointResult, done: int, total: int, seconds: float) -> None:
         self.points = [p for p in self.points if p.point != result.point] + [result]
         self.save()
@@ -265,7 +308,8 @@ class Run:
         done = 0
         try:
             self._provenance()
-            for server, model, batch in self.plan.configurations():
+            configurations = self.plan.configurations() if self._clocks_agree() else []
+            for server, model, batch in configurations:
                 best: float | None = None
                 for concurrency in self.plan.concurrency:
                     rates = []
@@ -307,12 +351,21 @@ class Run:
                 yield Point(server, model, batch, level, repeat)
 
     def _finish(self) -> None:
-        try:  # servers stop whether or not the points went well
-            self._phase("playbooks/teardown.yml", {})
+        try:  # servers stop whether or not the points went well, unless asked to stay up
+            if not self.keep_up:
+                self._phase("playbooks/teardown.yml", {})
         except PhaseFailed as exc:
             self.failures.append(f"teardown: {exc}")
         self.meta["finished"] = datetime.now(UTC).isoformat()
         self.save()
+        verdict_lines: list[str] = []
+        try:  # every finished run joins results/history.jsonl and is judged (verdict.json)
+            from servelab.controller.verdict import register_and_judge
+
+            verdict_lines = register_and_judge(self.dir).lines()
+        except Exception as exc:  # results stand; `servelab history --register` retries
+            self.failures.append(f"history: {exc}")
+            self.save()
         try:
             from servelab.controller.report import build_report
 
@@ -321,6 +374,8 @@ class Run:
             self.failures.append(f"report: {exc}")
             self.save()
         print(summary_table(self.points), flush=True)
+        for line in verdict_lines:
+            print(line, flush=True)
         print(f"results: {self.dir}", flush=True)
         valid = sum(p.valid for p in self.points)
         self._say(f"run finished: {valid} of {len(self.points)} points valid, report in {self.dir}")
@@ -365,7 +420,7 @@ def register(groups: Any) -> None:
     )
     parser.add_argument(
         "--extra-vars",
-        type=_json_object,
+        type=json_object,
         default={},
         metavar="JSON",
         help="variables (a JSON object) handed to every phase playbook, like ansible's -e",
@@ -379,21 +434,16 @@ def register(groups: Any) -> None:
         "--progress", type=Path, help="also append each finished point's line to this file"
     )
     parser.add_argument(
+        "--keep-up",
+        action="store_true",
+        help="leave the lab running after the run (playbooks/teardown.yml stops it later)",
+    )
+    parser.add_argument(
         "--list-points",
         action="store_true",
         help="print the plan's points (a JSON list of slugs) and exit",
     )
     parser.set_defaults(handler=_run_command)
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object of variable names to values")
-    return value
 
 
 def _run_command(args: Any) -> int:
@@ -410,6 +460,7 @@ def _run_command(args: Any) -> int:
         "extravars": args.extra_vars,
         "prometheus": PrometheusAPI(args.prometheus) if args.prometheus else None,
         "progress": args.progress,
+        "keep_up": args.keep_up,
     }
     try:
         if args.resume:

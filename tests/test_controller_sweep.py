@@ -23,9 +23,10 @@ class CurveRun(Run):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.measured: list[Point] = []
+        self.phases: list[str] = []
 
-    def _phase(self, playbook, extravars):  # teardown and provenance: nothing to do here
-        pass
+    def _phase(self, playbook, extravars):  # teardown and provenance: only noted here
+        self.phases.append(playbook)
 
     def _measure(self, point: Point) -> PointResult:
         self.measured.append(point)
@@ -48,18 +49,24 @@ def _plan(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_sweep_stops_after_the_first_step_that_adds_under_min_gain(tmp_path, capsys):
-    plan = load_plan(_plan(tmp_path))
+def _run(tmp_path: Path, **options) -> CurveRun:
     run = CurveRun.start(
-        plan,
+        load_plan(_plan(tmp_path)),
         tmp_path / "results",
         inventory=PROJECT / "inventory" / "local.yml",
         extravars={},
         prometheus=None,
         progress=tmp_path / "progress.log",
+        **options,
     )
     run.meta["hosts"] = {"server": [], "client": []}  # no provenance phase
+    return run
+
+
+def test_the_sweep_stops_after_the_first_step_that_adds_under_min_gain(tmp_path, capsys):
+    run = _run(tmp_path)
     assert run.execute() == 0
+    assert run.phases[-1] == "playbooks/teardown.yml"
     # 8 adds under 5% over 4: measured, and the sweep ends there
     assert [p.concurrency for p in run.measured] == [1, 2, 4, 8]
     lines = (tmp_path / "progress.log").read_text().splitlines()
@@ -67,3 +74,9 @@ def test_the_sweep_stops_after_the_first_step_that_adds_under_min_gain(tmp_path,
     assert "skipped, the sweep stopped at concurrency 8" in lines[4]
     assert lines[5].startswith("point 6/6 ref-openvino-tiny-b1-c32-r0: skipped")
     assert lines[-1].startswith("run finished: 4 of 4 points valid")
+
+
+def test_keep_up_leaves_the_lab_running_after_the_run(tmp_path):
+    run = _run(tmp_path, keep_up=True)
+    assert run.execute() == 0
+    assert run.measured and "playbooks/teardown.yml" not in run.phases

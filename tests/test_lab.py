@@ -2,9 +2,10 @@
 
 Real Ansible, real HAProxy, Prometheus and node exporter from Debian's packages,
 real refserver processes on both runtimes, the real client pool in its own light
-venv; only the plan is small. After the run: a second provisioning changes
-nothing, a server killed in the middle of a point gives an invalid point and a
-finished run, `--resume` measures nothing twice, and teardown leaves nothing.
+venv; only the plan is small. The first run keeps the lab up, so that
+provisioning it again must change nothing; then a server killed in the middle of
+a point gives an invalid point and a finished run, `--resume` measures nothing
+twice, and both the end of a run and teardown leave nothing running.
 """
 
 from __future__ import annotations
@@ -14,58 +15,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from support.lab import BIN, PROJECT, env, playbook, recap
 
-PROJECT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 PROMETHEUS = "http://127.0.0.1:19090"
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-
-
-SMOKE = PROJECT / "plans" / "smoke.yml"
-
-
-def _playbook(
-    playbook: str, state: Path, results: Path, *extra: str, plan: Path | None = SMOKE
-) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook on this checkout; plan None leaves the plan to the inventory."""
-    plan_vars = ["-e", f"servelab_plan_file={plan}"] if plan else []
-    return subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            playbook,
-            *plan_vars,
-            "-e",
-            f"servelab_state_dir={state}",
-            "-e",
-            f"servelab_results_dir={results}",
-            "-e",
-            '{"model_repository_ceiling_duration_s": 2}',
-            *extra,
-        ],
-        cwd=PROJECT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
-
-
-def _recap(output: str) -> dict[str, dict[str, int]]:
-    recap = {}
-    for host, counts in re.findall(r"^(\w+)\s+:\s+(ok=.*)$", output, flags=re.M):
-        recap[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
-    return recap
 
 
 def _lab_processes(state: Path) -> list[str]:
@@ -78,9 +36,9 @@ def _lab_processes(state: Path) -> list[str]:
 def lab(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("lab")
     state, results = root / "state", root / "results"
-    run = _playbook("lab.yml", state, results)
+    run = playbook("lab.yml", state, results, "-e", "servelab_teardown=false")
     yield state, results, run
-    _playbook("playbooks/teardown.yml", state, results)
+    playbook("playbooks/teardown.yml", state, results)
 
 
 def _document(results: Path) -> dict:
@@ -104,9 +62,11 @@ def test_lab_measures_every_point_valid(lab):
         assert point["throughput_fps"] == pytest.approx(expected)
         # HAProxy forwarded what the clients sent, to within the requests in flight
         assert abs(point["proxy"]["requests"] - point["requests"]) <= 0.05 * point["requests"] + 2
-        # the server counted the same Predict calls
+        # the server counted the same Predict calls; like HAProxy's, its counter is read
+        # at the window's edges by interpolating between scrapes, which on a busy 2-core
+        # host come late and unevenly (CI saw 2.2% over a 4-s window)
         assert abs(point["server_metrics"]["requests"] - point["requests"]) <= (
-            0.02 * point["requests"] + 2
+            0.05 * point["requests"] + 2
         )
         assert 0 < point["cpu"]["server"] <= 1 and 0 < point["cpu"]["client"] <= 1
         assert point["cpu"]["shared_host"] is True
@@ -142,31 +102,22 @@ def test_the_report_agrees_with_results_json(lab):
     assert list((run_dir / "charts").glob("*.png"))
 
 
-def test_teardown_at_the_end_of_the_run_left_nothing_running(lab):
-    state, _, _ = lab
-    assert _lab_processes(state) == []
-
-
 @pytest.fixture(scope="module")
 def provisioned(lab):
-    """Both platforms provisioned again after the run; the second time changes nothing."""
+    """Both platforms provisioned again on the lab the run kept up."""
     state, results, _ = lab
-    first = {}
-    for playbook in ("playbooks/server.yml", "playbooks/client.yml"):
-        run = _playbook(playbook, state, results)
-        assert run.returncode == 0, run.stdout[-4000:]
-        first[playbook] = run
-    second = {p: _playbook(p, state, results) for p in first}
-    return state, results, second
+    platforms = ("playbooks/server.yml", "playbooks/client.yml")
+    again = {name: playbook(name, state, results) for name in platforms}
+    return state, results, again
 
 
 def test_a_second_provisioning_changes_nothing(provisioned):
     _, _, second = provisioned
-    for playbook, run in second.items():
+    for name, run in second.items():
         assert run.returncode == 0, run.stdout[-4000:]
-        recap = _recap(run.stdout)
-        assert recap, run.stdout[-2000:]
-        assert all(counts["changed"] == 0 for counts in recap.values()), (playbook, recap)
+        counts = recap(run.stdout)
+        assert counts, run.stdout[-2000:]
+        assert all(c["changed"] == 0 for c in counts.values()), (name, counts)
 
 
 def _servelab_run(state: Path, results: Path, *args: str) -> subprocess.Popen:
@@ -187,7 +138,7 @@ def _servelab_run(state: Path, results: Path, *args: str) -> subprocess.Popen:
             json.dumps(extra),
         ],
         cwd=PROJECT,
-        env=_env(),
+        env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -213,14 +164,14 @@ def _plan(tmp_path: Path, batches: list[int]) -> Path:
     return path
 
 
-def test_a_server_killed_mid_point_gives_an_invalid_point_and_the_run_goes_on(
-    provisioned, tmp_path
-):
+@pytest.fixture(scope="module")
+def killed_run(provisioned, tmp_path_factory):
+    """A run whose server is killed once the first point's load is under way."""
     state, results, _ = provisioned
     pidfile = state / "model_server" / "ref-openvino.pid"
-    run = _servelab_run(state, results, "--plan", str(_plan(tmp_path, [1, 4])))
+    plan = _plan(tmp_path_factory.mktemp("killed"), [1, 4])
+    run = _servelab_run(state, results, "--plan", str(plan))
     try:
-        # Once the first point's load is under way, the server dies.
         deadline = time.monotonic() + 240
         killed = False
         while time.monotonic() < deadline and not killed:
@@ -235,9 +186,17 @@ def test_a_server_killed_mid_point_gives_an_invalid_point_and_the_run_goes_on(
         output, _ = run.communicate(timeout=600)
     finally:
         run.kill()
-    assert run.returncode == 1, output[-3000:]
-    run_dir = Path(re.search(r"^results: (\S+)$", output, re.M).group(1))
-    document = json.loads((run_dir / "results.json").read_text())
+    return run.returncode, output
+
+
+def _run_dir(output: str) -> Path:
+    return Path(re.search(r"^results: (\S+)$", output, re.M).group(1))
+
+
+def test_a_server_killed_mid_point_gives_an_invalid_point_and_the_run_goes_on(killed_run):
+    returncode, output = killed_run
+    assert returncode == 1, output[-3000:]
+    document = json.loads((_run_dir(output) / "results.json").read_text())
     points = {p["batch"]: p for p in document["points"]}
     assert not points[1]["valid"]
     assert any("UNAVAILABLE" in reason for reason in points[1]["reasons"]), points[1]["reasons"]
@@ -246,37 +205,34 @@ def test_a_server_killed_mid_point_gives_an_invalid_point_and_the_run_goes_on(
     assert document["run"]["finished"] is not None
 
 
-def test_resume_measures_only_what_is_missing(provisioned, tmp_path):
+def test_resume_measures_only_what_is_missing(provisioned, killed_run):
     state, results, _ = provisioned
-    # a run ends with teardown: the previous test's run stopped the lab
-    for playbook in ("playbooks/server.yml", "playbooks/client.yml"):
-        assert _playbook(playbook, state, results).returncode == 0
-    run = _servelab_run(state, results, "--plan", str(_plan(tmp_path, [1, 4])))
-    output, _ = run.communicate(timeout=600)
-    assert run.returncode == 0, output[-3000:]
-    run_dir = Path(re.search(r"^results: (\S+)$", output, re.M).group(1))
-    # An interrupted run: the second point never made it to disk.
+    run_dir = _run_dir(killed_run[1])
+    # An interrupted run: only its valid second point made it to disk.
     document = json.loads((run_dir / "results.json").read_text())
-    first = document["points"][0]
-    document["points"] = [first]
+    kept = next(p for p in document["points"] if p["batch"] == 4)
+    document["points"] = [kept]
     document["run"]["finished"] = None
     (run_dir / "results.json").write_text(json.dumps(document))
 
-    # the user's way back: lab.yml provisions again and resumes the run
-    resumed = _playbook("lab.yml", state, results, "-e", f"servelab_resume={run_dir}", plan=None)
+    # the user's way back: lab.yml provisions again (the run ended with teardown) and resumes
+    resumed = playbook("lab.yml", state, results, "-e", f"servelab_resume={run_dir}", plan=None)
     assert resumed.returncode == 0, resumed.stdout[-4000:]
     output = " ".join(resumed.stdout.split())
-    assert re.search(r"point 1/2 ref-openvino-tiny-b1-c2-r0: [^']*\(measured before\)", output)
+    assert re.search(r"point 2/2 ref-openvino-tiny-b4-c2-r0: [^']*\(measured before\)", output)
     document = json.loads((run_dir / "results.json").read_text())
-    assert [p["batch"] for p in document["points"]] == [1, 4]
-    assert document["points"][0] == first  # not measured again
-    assert document["points"][1]["valid"], document["points"][1]["reasons"]
+    points = {p["batch"]: p for p in document["points"]}
+    assert sorted(points) == [1, 4]
+    assert points[4] == kept  # not measured again
+    assert points[1]["valid"], points[1]["reasons"]
     assert document["run"]["finished"] is not None
     assert len(document["run"]["resumed"]) == 1
+    # a run without --keep-up ends with teardown
+    assert _lab_processes(state) == []
 
 
 def test_teardown_leaves_no_process_behind(provisioned):
     state, results, _ = provisioned
-    run = _playbook("playbooks/teardown.yml", state, results)
+    run = playbook("playbooks/teardown.yml", state, results)
     assert run.returncode == 0, run.stdout[-3000:]
     assert _lab_processes(state) == []

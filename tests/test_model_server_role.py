@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from support.lab import BIN, PROJECT, env
 from support.refserver import free_port
-
-PROJECT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 
 def _serve(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +32,7 @@ def _serve(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
             *extra,
         ],
         cwd=PROJECT,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        env=env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import hashlib
 import importlib.metadata
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from servelab.controller.filelock import exclusive
 from servelab.controller.modelrepo.catalog import (
     KNOWN_MODELS,
     ModelSpec,
@@ -131,7 +131,7 @@ def build_repository(
     _prepare_root(root)
     versions = tool_versions()
     report = BuildReport(repo=root)
-    with _locked(root):
+    with exclusive(root / LOCK_FILE):
         manifest = load_manifest(root)
         for spec in specs:
             outcome = _build_one(root, manifest, spec, versions, log)
@@ -190,17 +190,6 @@ def _prepare_root(root: Path) -> None:
             f"model repository {root} is not writable ({reason}); "
             "give a directory you can create files in"
         ) from exc
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """One builder per repository at a time."""
-    with (root / LOCK_FILE).open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _build_one(
@@ -455,7 +444,7 @@ def add_user_model(
     sources = [p for p in (sm_dir, ir_xml) if p is not None]
     content = _content_hash(sources)
     spec_json: dict[str, Any] = {"architecture": "user", "content_sha256": content}
-    with _locked(root):
+    with exclusive(root / LOCK_FILE):
         manifest = load_manifest(root)
         existing = manifest.models.get(name)
         if (

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from support.required import missing
+
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_S = 60
 # Lines Chromium writes when a page's resource did not load.
@@ -40,13 +42,12 @@ def require_chromium() -> Path:
     """Chromium's path; a skip with the reason, or a failure when CI is set."""
     if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
-    if os.environ.get("CI"):
-        pytest.fail(
-            f"{CHROMIUM} is missing: Chromium is required in CI to test the HTML report "
-            "(`make test` installs it)"
-        )
-    print(f"skipping: {CHROMIUM} is not installed (apt-get install chromium)")
-    pytest.skip(f"{CHROMIUM} is not installed; the HTML report's rendering is not checked")
+    missing(
+        f"{CHROMIUM} is not installed (apt-get install chromium); "
+        "the HTML report's rendering is not checked",
+        f"{CHROMIUM} is missing: Chromium is required in CI to test the HTML report "
+        "(`make test` installs it)",
+    )
 
 
 def _run(chromium: Path, page: Path, *flags: str, window: tuple[int, int]) -> BrowserRun:

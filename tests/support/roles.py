@@ -10,7 +10,6 @@ Python as the interpreter. With `lab_vars=False` it has an inventory of its own
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,8 +19,8 @@ from typing import Any
 
 import yaml
 
-PROJECT = Path(__file__).resolve().parent.parent.parent
-BIN = Path(sys.executable).parent
+from support.lab import BIN, PROJECT, env
+
 RECAP = re.compile(r"^localhost\s+:\s+(ok=.*)$", re.MULTILINE)
 
 
@@ -60,11 +59,6 @@ def apply_role(
             ]
         )
     )
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "ANSIBLE_NOCOLOR": "1",
-    }
     result = subprocess.run(
         [
             str(BIN / "ansible-playbook"),
@@ -72,7 +66,7 @@ def apply_role(
             str(playbook),
         ],
         cwd=PROJECT,
-        env=env,
+        env={**env(), "ANSIBLE_NOCOLOR": "1"},
         capture_output=True,
         text=True,
         timeout=timeout_s,
