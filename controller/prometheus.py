@@ -98,14 +98,27 @@ class PrometheusAPI:
                 return False
             time.sleep(0.2)
 
-    def target_health(self, job: str, labels: Labels) -> str | None:
-        """The health ('up', 'down', 'unknown') of the job's target with these labels."""
+    def target(self, job: str, labels: Labels) -> dict[str, Any] | None:
+        """The job's active target with these labels, as Prometheus describes it."""
         for target in self.targets():
             if target["labels"].get("job") == job and all(
                 target["labels"].get(k) == v for k, v in labels.items()
             ):
-                return str(target["health"])
+                return target
         return None
+
+    def target_health(self, job: str, labels: Labels) -> str | None:
+        """The health ('up', 'down', 'unknown') of the job's target with these labels."""
+        target = self.target(job, labels)
+        return None if target is None else str(target["health"])
+
+    def up_since(self, job: str, labels: Labels, after: float) -> bool:
+        """Whether the target answered its last scrape, and that scrape came after `after`."""
+        target = self.target(job, labels)
+        if target is None or target["health"] != "up":
+            return False
+        scraped = _epoch(target.get("lastScrape", ""))
+        return scraped is not None and scraped > after
 
 
 def _epoch(rfc3339: str) -> float | None:

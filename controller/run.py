@@ -2,6 +2,7 @@
 
 Per point: `playbooks/phases/serve.yml` (the kind up, its models AVAILABLE, every
 other kind stopped; a server that died in the previous point comes back here),
+unless the same kind served the previous point without an error and is still up,
 then `playbooks/phases/load.yml` (the pools on every client host, one agreed
 start instant), then Prometheus over exactly the window, then the validity rules.
 results/<run-id>/results.json is rewritten after every point, so nothing measured
@@ -79,6 +80,8 @@ class Run:
         self.points = points or []
         self.failures = failures or []
         self._point_seconds: list[float] = []
+        # (kind, end of its window) after a point that kind served without an error
+        self._served_cleanly: tuple[str, float] | None = None
 
     @classmethod
     def start(cls, plan: Plan, results_root: Path, **options: Any) -> Run:
@@ -185,19 +188,43 @@ class Run:
                 pass
             time.sleep(0.5)
 
+    def _still_serving(self, kind: str) -> bool:
+        """Whether `kind` served the previous point without an error and Prometheus has
+        scraped it since that window: then it still runs with the plan's models, and the
+        serve phase (Ansible's start and a dozen tasks, about 9 s) is not needed again.
+        Anything less certain (another kind, an error, a missed scrape) serves afresh."""
+        if self.prometheus is None or self._served_cleanly is None:
+            return False
+        served, window_end = self._served_cleanly
+        if served != kind:
+            return False
+        try:
+            return self.prometheus.up_since("model_server", {"kind": kind}, window_end)
+        except PrometheusError:
+            return False
+
     def _measure(self, point: Point) -> PointResult:
         point_dir = self.dir / "points" / point.slug
         shutil.rmtree(point_dir, ignore_errors=True)  # what a failed attempt left
         point_dir.mkdir(parents=True)
+        result = self._serve_and_load(point, point_dir)
+        clean = result.window is not None and not any(result.errors.values())
+        self._served_cleanly = (point.server, result.window["end_epoch"]) if clean else None
+        return result
+
+    def _serve_and_load(self, point: Point, point_dir: Path) -> PointResult:
         try:
-            self._phase(
-                "playbooks/phases/serve.yml",
-                {
-                    "servelab_serve_kind": point.server,
-                    "servelab_ceiling_dest": str(self.dir / CEILING_FILE),
-                },
-            )
-            self._await_server_metrics(point.server)
+            if self._still_serving(point.server):
+                print(f"{point.slug}: {point.server} still serves, not served again", flush=True)
+            else:
+                self._phase(
+                    "playbooks/phases/serve.yml",
+                    {
+                        "servelab_serve_kind": point.server,
+                        "servelab_ceiling_dest": str(self.dir / CEILING_FILE),
+                    },
+                )
+                self._await_server_metrics(point.server)
             self._phase(
                 "playbooks/phases/load.yml",
                 {

@@ -90,6 +90,15 @@ def test_lab_shows_each_point_as_it_finishes(lab):
         assert "frames/s" in shown.group(1) and "valid" in shown.group(1)
 
 
+def test_a_kind_still_serving_is_not_served_again(lab):
+    _, _, run = lab
+    output = " ".join(run.stdout.split())
+    # the second batch of each kind goes straight to its load; a new kind is served
+    for kind in ("ref-openvino", "ref-tensorflow"):
+        assert f"{kind}-tiny-b4-c2-r0: {kind} still serves, not served again" in output
+        assert f"{kind}-tiny-b1-c2-r0: {kind} still serves" not in output
+
+
 def test_the_report_agrees_with_results_json(lab):
     _, results, _ = lab
     run_dir = (results / "latest").resolve()
