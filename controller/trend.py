@@ -112,7 +112,8 @@ def _trend_figure(
     elif judged is not None:
         title += f": {judged.status}"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # a point with no throughput draws nothing
+        ax.legend(fontsize=7, loc="best")
     return figure
 
 
