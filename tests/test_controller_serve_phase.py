@@ -52,6 +52,9 @@ class PhaseLog(Run):
         )
         self.phases.append((Path(playbook).stem, kind))
 
+    def _clocks_agree(self) -> bool:  # no node exporters to read clocks from
+        return True
+
     def _evaluate(self, point: Point, summaries: dict[str, dict[str, Any]]) -> PointResult:
         result = PointResult(point.server, point.model, point.batch, point.concurrency, 0)
         self._clock += 10
@@ -81,8 +84,6 @@ def _run(
         errors_by_batch=errors_by_batch or {},
     )
     run.meta["hosts"] = {"server": [], "client": []}  # no provenance phase
-    run.meta["clocks"] = []
-    run._clocks_agree = lambda: True  # type: ignore[method-assign]
     return run
 
 

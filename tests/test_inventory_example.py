@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
-from support.lab import BIN, PROJECT, env
+from support.lab import PROJECT, command
 
 
 def _debug(message: str) -> list[str]:
@@ -18,17 +17,16 @@ def _debug(message: str) -> list[str]:
 def _resolved(inventory: Path, host: str, *names: str) -> list[object]:
     """Variables as a play on `host` sees them (debug runs on the control node)."""
     expression = "{{ [" + ", ".join(names) + "] | to_json }}"
-    done = subprocess.run(
-        [str(BIN / "ansible"), "-i", str(inventory), host, *_debug(expression)],
-        cwd=PROJECT,
-        env={
-            **env(),
+    done = command(
+        "ansible",
+        "-i",
+        str(inventory),
+        host,
+        *_debug(expression),
+        extra_env={
             "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
         },
-        capture_output=True,
-        text=True,
-        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"][host]
@@ -42,13 +40,8 @@ def test_the_example_inventory_sets_what_it_says(tmp_path):
     inventory = folder / "mylab.yml"
     shutil.copyfile(PROJECT / "inventory" / "two-hosts.example.yml", inventory)
 
-    listed = subprocess.run(
-        [str(BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    listed = command("ansible-inventory", "-i", str(inventory), "--list")
+    assert listed.returncode == 0, listed.stderr
     groups = json.loads(listed.stdout)
     assert groups["server_platform"]["hosts"] == ["server"]
     assert groups["client_platform"]["hosts"] == ["client1", "client2"]

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support.lab import BIN, PROJECT, env
+from support.lab import PROJECT, command
 from support.refserver import free_port
 
 
@@ -23,20 +23,13 @@ def _serve(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         "servelab_server_ports": ports,
         "servelab_serve_kind": "ref-openvino",
     }
-    return subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "playbooks/phases/serve.yml",
-            "-e",
-            json.dumps(extra_vars),
-            *extra,
-        ],
-        cwd=PROJECT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return command(
+        "ansible-playbook",
+        "playbooks/phases/serve.yml",
+        "-e",
+        json.dumps(extra_vars),
+        *extra,
+        timeout_s=600,
     )
 
 

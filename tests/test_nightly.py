@@ -26,7 +26,7 @@ from typing import ClassVar
 import pytest
 import yaml
 from support.history import add_run, noisy_values, run_id
-from support.lab import BIN, PROJECT, env
+from support.lab import BIN, PROJECT, command
 from support.results import PLAN
 
 from servelab.controller.history import read_history, register
@@ -279,9 +279,9 @@ def test_a_missing_plan_exits_2(tmp_path):
 
 
 def test_the_default_lab_command_runs_lab_yml_with_the_plan_and_results(tmp_path):
-    command = default_lab_command(tmp_path / "p.yml", tmp_path / "r", {"servelab_state_dir": "/x"})
-    assert command[0] == str(BIN / "ansible-playbook")
-    assert command[1:] == [
+    argv = default_lab_command(tmp_path / "p.yml", tmp_path / "r", {"servelab_state_dir": "/x"})
+    assert argv[0] == str(BIN / "ansible-playbook")
+    assert argv[1:] == [
         "lab.yml",
         "-e",
         f"servelab_plan_file={tmp_path / 'p.yml'}",
@@ -306,19 +306,13 @@ def _crontab() -> str | None:
 
 
 def _playbook(**variables) -> tuple[int, str, dict[str, int]]:
-    done = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "playbooks/nightly.yml",
-            "-e",
-            json.dumps({"servelab_nightly_name": NAME, **variables}),
-        ],
-        cwd=PROJECT,
-        env={**env(), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = command(
+        "ansible-playbook",
+        "playbooks/nightly.yml",
+        "-e",
+        json.dumps({"servelab_nightly_name": NAME, **variables}),
+        timeout_s=600,
+        extra_env={"ANSIBLE_NOCOLOR": "1"},
     )
     match = re.search(r"^localhost\s+:\s+(ok=.*)$", done.stdout, re.MULTILINE)
     recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))} if match else {}
@@ -443,15 +437,7 @@ def test_the_systemd_units_carry_the_same_command_quoted_for_systemd(tmp_path):
             ]
         )
     )
-    done = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(render)],
-        cwd=PROJECT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = command("ansible-playbook", str(render), timeout_s=300)
     assert done.returncode == 0, done.stdout + done.stderr
     service = (tmp_path / "nightly.service").read_text()
     (exec_start,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]

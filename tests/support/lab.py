@@ -25,16 +25,21 @@ def env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def command(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+def command(
+    name: str,
+    *args: str,
+    timeout_s: float = 1800,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """One of the venv's commands (ansible-playbook, servelab), from the checkout."""
     return subprocess.run(
         [str(BIN / name), *args],
         cwd=PROJECT,
-        env=env(),
+        env={**env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         check=False,
-        timeout=1800,
+        timeout=timeout_s,
     )
 
 
