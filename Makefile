@@ -57,7 +57,7 @@ $(DOCKERD):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap
 
 docker-engine: venv $(DOCKERD)
-	$(PY) tests/support/docker.py start
+	$(PY) -m tests.support.docker start
 
 test: lint $(CHROMIUM) docker-engine
 	$(BIN)/pytest -m "not slow"
@@ -65,9 +65,9 @@ test: lint $(CHROMIUM) docker-engine
 # Every benchmark runs; the target fails if any found its figure off target.
 bench: venv
 	@status=0; \
-	$(PY) bench/refserver_overhead.py --repeats 3 || status=1; \
-	$(PY) bench/client_pool.py || status=1; \
-	$(PY) bench/proxy_overhead.py || status=1; \
+	$(PY) -m bench.refserver_overhead --repeats 3 || status=1; \
+	$(PY) -m bench.client_pool || status=1; \
+	$(PY) -m bench.proxy_overhead || status=1; \
 	exit $$status
 
 clean:

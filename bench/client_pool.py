@@ -15,8 +15,8 @@
 
 Every figure is printed next to its target; the exit status is 1 when one misses.
 
-    .venv/bin/python bench/client_pool.py                  # a few minutes
-    .venv/bin/python bench/client_pool.py --skip-resnet    # only 1 and 2
+    .venv/bin/python -m bench.client_pool                  # a few minutes
+    .venv/bin/python -m bench.client_pool --skip-resnet    # only 1 and 2
 
 Models are built once into --repo (default ~/.cache/servelab/bench-models).
 """
@@ -31,10 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the shared refserver helper
+from tests.support.refserver import running_refserver
 
-from support.refserver import running_refserver  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 DEFAULT_REPO = Path("~/.cache/servelab/bench-models").expanduser()
 
@@ -138,7 +138,7 @@ def cost(repo: Path, seconds: float, concurrency: int) -> None:
 
 
 def resnet(repo: Path, seconds: float, sweep: list[int], processes: int) -> None:
-    from servelab.controller.modelrepo.ceiling import load_ceiling
+    from servelab.server.modelrepo.ceiling import load_ceiling
 
     model = "resnet_v1_50"
     # Measured afresh: a stored ceiling may come from a busier machine.

@@ -17,8 +17,8 @@ the proxy adds to the direct median.
 Budget: the tuned proxy adds at most --max-added (default 25%) to the direct
 median. Exit 0 within it, 1 over it or when a call failed or answered wrong.
 
-    .venv/bin/python bench/proxy_overhead.py
-    .venv/bin/python bench/proxy_overhead.py --model resnet_v1_50 --batch 32 --requests 20
+    .venv/bin/python -m bench.proxy_overhead
+    .venv/bin/python -m bench.proxy_overhead --model resnet_v1_50 --batch 32 --requests 20
 
 Models are built once into --repo (default ~/.cache/servelab/bench-models).
 """
@@ -40,17 +40,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+import numpy as np
+import yaml
+
+from servelab.wire import api
+from servelab.wire import tfserving_pb2 as pb
+from servelab.wire.tensors import to_ndarray, to_tensor_proto
+from tests.support.refserver import running_refserver
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the shared refserver helper
-
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from support.refserver import running_refserver  # noqa: E402
-
-from servelab.wire import api  # noqa: E402
-from servelab.wire import tfserving_pb2 as pb  # noqa: E402
-from servelab.wire.tensors import to_ndarray, to_tensor_proto  # noqa: E402
 
 DEFAULT_REPO = Path("~/.cache/servelab/bench-models").expanduser()
 ROLE = REPO_ROOT / "roles" / "load_balancer"

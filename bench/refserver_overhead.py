@@ -12,8 +12,8 @@ and prints both, their ratio and the CPU each side used. Budget: served batch 1
 at >= 90% of in-process. Exit 0 when every point meets --min-ratio without
 errors, 1 when one does not, 2 on bad input.
 
-    .venv/bin/python bench/refserver_overhead.py                 # resnet_v1_50, batches 1 and 8
-    .venv/bin/python bench/refserver_overhead.py --batches 1 --seconds 20 --clients 6
+    .venv/bin/python -m bench.refserver_overhead                 # resnet_v1_50, batches 1 and 8
+    .venv/bin/python -m bench.refserver_overhead --batches 1 --seconds 20 --clients 6
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ensure_model(repo: Path, model: str, skip_build: bool) -> Path:
     if not skip_build:
-        from servelab.controller.modelrepo import build_repository
+        from servelab.server.modelrepo import build_repository
 
         build_repository(repo, [model], log=lambda line: print(f"  build: {line}", flush=True))
     base = repo / "ov" / model

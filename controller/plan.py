@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from servelab.controller.modelrepo.catalog import KNOWN_MODELS
+from servelab.server.modelrepo.catalog import KNOWN_MODELS
 
 SERVER_KINDS = ("ovms", "tfserving", "ref-openvino", "ref-tensorflow")
 PLAN_KEYS = (

@@ -14,8 +14,8 @@ from typing import Any
 
 from servelab.clients.histogram import LogHistogram
 from servelab.clients.summary import latency_ms
-from servelab.controller.modelrepo.ceiling import CeilingRecord
 from servelab.controller.plan import Point
+from servelab.server.modelrepo.ceiling import CeilingRecord
 
 RESULTS_FILE = "results.json"
 # The server kinds whose runtime is OpenVINO, which the in-process ceiling measures.

@@ -30,8 +30,6 @@ from servelab.controller.metrics import (
     proxy_metrics,
     server_metrics,
 )
-from servelab.controller.modelrepo.ceiling import CEILING_FILE, load_ceiling
-from servelab.controller.modelrepo.errors import ModelRepoError
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed, run_phase
 from servelab.controller.plan import Plan, PlanError, Point, load_plan
 from servelab.controller.prometheus import PrometheusAPI, PrometheusError, Window
@@ -45,6 +43,8 @@ from servelab.controller.results import (
 from servelab.controller.results import load as load_results
 from servelab.controller.results import save as save_results
 from servelab.controller.validity import judge, merged_timeline, stability
+from servelab.server.modelrepo.ceiling import CEILING_FILE, load_ceiling
+from servelab.server.modelrepo.errors import ModelRepoError
 
 PLAN_COPY = "plan.yml"  # the plan as the run used it: --resume reads this one
 FACTS_FILE = "facts.json"

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.docker import docker_engine  # noqa: F401  (a fixture for every test module)
+
+from tests.support.docker import docker_engine  # noqa: F401  (a fixture for every test module)
 
 TINY_OTHER_SEED = 4242
 

@@ -1,1 +1,2 @@
-"""Helpers the tests share (import as `support.<module>`; pytest puts tests/ on sys.path)."""
+"""Helpers the tests and the benchmarks share (`tests.support.<module>`; run from the
+checkout, which pytest and `python -m bench.<name>` put on sys.path)."""

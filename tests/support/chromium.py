@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.required import missing
+from tests.support.required import missing
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_S = 60

@@ -1,6 +1,6 @@
 """A Docker engine for the docker runtime's tests, and what they find left of the lab.
 
-`python tests/support/docker.py start` (run by `make test`) starts Debian's dockerd
+`python -m tests.support.docker start` (run by `make test`) starts Debian's dockerd
 when no engine answers, and waits until it does. A test asks for the `docker_engine`
 fixture: without an engine it is skipped with the reason printed, unless CI=true or
 SERVELAB_REQUIRE_DOCKER=1 (which .ci/run sets), where the same reason fails it.
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.required import missing
 
 DOCKERD_LOG = Path("/var/log/servelab-dockerd.log")
 # Everything of the lab carries this label or these names.
@@ -65,9 +67,6 @@ def docker_engine() -> None:
     problem = engine_problem()
     if problem is None:
         return
-    # here, not at the top: `python tests/support/docker.py` runs without the tests' path
-    from support.required import missing
-
     reason = f"needs a Docker engine: {problem}"
     missing(reason, f"{reason} (in CI, or with SERVELAB_REQUIRE_DOCKER=1, this is a failure)")
 

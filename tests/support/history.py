@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from support.results import PLAN, point, run_document, write_run
+from tests.support.results import PLAN, point, run_document, write_run
 
 # The true throughput of each configuration of support.results.PLAN.
 TRUE_FPS = {

@@ -13,8 +13,8 @@ installed here once (the hosts cannot reach the archive: they have no route out)
 A link can be shaped with `tc` on both ends (tbf for bandwidth; netem for delay where
 the kernel has it), so that a run shows what a slower network does to large batches.
 
-    .venv/bin/python tests/support/netns.py up DIR      # prints the inventory's path
-    .venv/bin/python tests/support/netns.py down DIR
+    python -m tests.support.netns up DIR      # prints the inventory's path
+    python -m tests.support.netns down DIR
 """
 
 from __future__ import annotations

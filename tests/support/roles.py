@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from support.lab import BIN, PROJECT, env
+from tests.support.lab import BIN, PROJECT, env
 
 RECAP = re.compile(r"^localhost\s+:\s+(ok=.*)$", re.MULTILINE)
 
