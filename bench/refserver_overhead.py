@@ -19,13 +19,11 @@ errors, 1 when one does not, 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import json
 import multiprocessing
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ import psutil
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
 from servelab.wire.tensors import to_tensor_proto
+from tests.support.refserver import running_refserver
 
 DEFAULT_REPO = Path("~/.cache/servelab/bench-models").expanduser()
 MODEL_INPUT = "input"
@@ -155,60 +154,12 @@ def _measure_in_process(
 # --- (b) refserver driven by closed-loop clients ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
 def refserver(model: str, base: Path, hint: str, nireq: int, workers: int | None):
-    port, rest_port = _free_port(), _free_port()
-    command = [
-        sys.executable, "-m", "servelab.refserver", "--runtime", "openvino",
-        "--model_name", model, "--model_path", str(base), "--port", str(port),
-        "--rest_port", str(rest_port), "--nireq", str(nireq), "--performance_hint", hint,
-    ]  # fmt: skip
+    """refserver on the OpenVINO runtime serving `base`, started by the tests' shared helper."""
+    flags: dict[str, object] = {"model_path": base, "nireq": nireq, "performance_hint": hint}
     if workers:
-        command += ["--grpc_workers", str(workers)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log: list[str] = []
-    threading.Thread(
-        target=lambda: log.extend(line.decode(errors="replace") for line in process.stderr),
-        daemon=True,
-    ).start()
-    target = f"127.0.0.1:{port}"
-    try:
-        _wait_available(process, target, model, log)
-        yield process, target
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_available(process: subprocess.Popen, target: str, model: str, log: list[str]) -> None:
-    deadline = time.monotonic() + 300
-    with grpc.insecure_channel(target) as channel:
-        stub = api.ModelServiceStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"refserver exited with {process.returncode}:\n{''.join(log)}")
-            try:
-                reply = stub.GetModelStatus(
-                    pb.GetModelStatusRequest(model_spec=api.model_spec(model)), timeout=1
-                )
-                if all(
-                    s.state == pb.ModelVersionStatus.AVAILABLE for s in reply.model_version_status
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.1)
-    raise RuntimeError(f"{model} not AVAILABLE within 300 s:\n{''.join(log)}")
+        flags["grpc_workers"] = workers
+    return running_refserver("openvino", None, model, timeout_s=300.0, **flags)
 
 
 def _client(
@@ -469,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         data = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
         request = pb.PredictRequest(model_spec=api.model_spec(args.model))
         request.inputs[MODEL_INPUT].CopyFrom(to_tensor_proto(data))
-        with refserver(args.model, base, args.hint, nireq, args.grpc_workers) as (process, target):
+        with refserver(args.model, base, args.hint, nireq, args.grpc_workers) as server:
+            process, target = server.process, server.target
             if driver == "servelab-load":
                 served = drive_servelab_load(
                     target, process.pid, args.model, args.repo.expanduser(), batch, clients,
