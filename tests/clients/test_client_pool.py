@@ -6,52 +6,14 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.load import SHORT, load_command, predict_successes, run_load
 from tests.support.refserver import free_port, running_refserver
-
-# refserver runs 2 infer requests by default; the pools here keep within that.
-SHORT = ("--warmup", "0.5", "--duration", "1.5", "--cooldown", "0.3")
-
-
-def load_command(target: str, repo: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "servelab.clients",
-        "--target",
-        target,
-        "--model",
-        "tiny",
-        "--model-repo",
-        str(repo),
-        *extra,
-    ]
-
-
-def run_load(target: str, repo: Path, *extra: str, timeout: float = 60) -> tuple[int, dict, str]:
-    result = subprocess.run(
-        load_command(target, repo, *extra), capture_output=True, text=True, timeout=timeout
-    )
-    summary = json.loads(result.stdout) if result.stdout.strip() else None
-    return result.returncode, summary, result.stderr
-
-
-def predict_successes(rest_url: str) -> int:
-    with urllib.request.urlopen(f"{rest_url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        labels_match = 'method="Predict"' in line and 'model="tiny"' in line
-        if line.startswith("refserver_requests_success_total{") and labels_match:
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
 
 
 def test_counts_match_what_the_server_saw(tiny_repo: Path) -> None:
