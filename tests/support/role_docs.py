@@ -145,7 +145,9 @@ def variables_block(role: str, roles_dir: Path = ROLES_DIR) -> str:
 def index_block(roles: list[str], roles_dir: Path = ROLES_DIR) -> str:
     lines = [INDEX_BEGIN, "| role | what it does |", "|---|---|"]
     for role in roles:
-        summary = _format_description({"description": role_specs(role, roles_dir).get("short_description", "")})
+        summary = _format_description(
+            {"description": role_specs(role, roles_dir).get("short_description", "")}
+        )
         lines.append(f"| [`{role}`]({role}.md) | {summary} |")
     lines.append(INDEX_END)
     return "\n".join(lines)
@@ -206,7 +208,9 @@ def _table_rows(block: str) -> dict[str, str]:
     return rows
 
 
-def page_problems(role: str, docs_dir: Path = ROLE_DOCS_DIR, roles_dir: Path = ROLES_DIR) -> list[str]:
+def page_problems(
+    role: str, docs_dir: Path = ROLE_DOCS_DIR, roles_dir: Path = ROLES_DIR
+) -> list[str]:
     """What differs between a role and its page, one line per variable, naming both."""
     page = docs_dir / f"{role}.md"
     where = f"role {role} ({page.relative_to(page.parents[2])})"
@@ -222,7 +226,9 @@ def page_problems(role: str, docs_dir: Path = ROLE_DOCS_DIR, roles_dir: Path = R
         if name not in on_page:
             problems.append(f"{where}: variable {name} is not on the page")
         elif on_page[name] != line:
-            problems.append(f"{where}: variable {name} differs: page {on_page[name]!r}, role {line!r}")
+            problems.append(
+                f"{where}: variable {name} differs: page {on_page[name]!r}, role {line!r}"
+            )
     problems.extend(
         f"{where}: variable {name} is on the page but not in the role"
         for name in on_page
@@ -237,10 +243,18 @@ def problems(docs_dir: Path = ROLE_DOCS_DIR, roles_dir: Path = ROLES_DIR) -> lis
     """Everything out of step: every role's page, pages without a role, the index."""
     roles = documented_roles(roles_dir)
     found = [p for role in roles for p in page_problems(role, docs_dir, roles_dir)]
-    pages = {p.stem for p in docs_dir.glob("*.md") if p.name != INDEX} if docs_dir.is_dir() else set()
-    found.extend(f"page docs/roles/{name}.md: no role {name} under roles/" for name in sorted(pages - set(roles)))
+    pages = (
+        {p.stem for p in docs_dir.glob("*.md") if p.name != INDEX} if docs_dir.is_dir() else set()
+    )
+    found.extend(
+        f"page docs/roles/{name}.md: no role {name} under roles/"
+        for name in sorted(pages - set(roles))
+    )
     index = docs_dir / INDEX
-    if not index.is_file() or render_index(index.read_text(), roles, roles_dir) != index.read_text():
+    if (
+        not index.is_file()
+        or render_index(index.read_text(), roles, roles_dir) != index.read_text()
+    ):
         found.append(f"docs/roles/{INDEX}: the list of roles differs from roles/")
     return found
 
