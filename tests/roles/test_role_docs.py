@@ -108,3 +108,24 @@ def test_cells_escape_the_pipes_of_jinja_filters() -> None:
     rows = {row.name: row for row in role_docs.variable_rows("load_balancer")}
     assert rows["load_balancer_runtime"].default == "`{{ servelab_runtime \\| default('native') }}`"
     assert rows["load_balancer_frontends[].name"].default == "required"
+
+
+def test_each_entry_point_gets_its_table(lab_copy: tuple[Path, Path]) -> None:
+    roles, docs = lab_copy
+    specs_path = roles / "load_balancer" / "meta" / "argument_specs.yml"
+    specs = yaml.safe_load(specs_path.read_text())
+    specs["argument_specs"]["reload"] = {
+        "short_description": "Reload HAProxy alone",
+        "options": {"load_balancer_reload_wait_s": {"type": "int", "description": "Wait."}},
+    }
+    specs_path.write_text(yaml.safe_dump(specs, sort_keys=False))
+    role_docs.write(docs, roles)
+    page = (docs / "load_balancer.md").read_text()
+    assert "Entry point `reload` (`tasks_from: reload.yml`): Reload HAProxy alone" in page
+    assert page.index("`load_balancer_state`") < page.index("Entry point `reload`")
+
+    specs["argument_specs"]["reload"]["options"]["load_balancer_reload_wait_s"]["default"] = 9
+    specs_path.write_text(yaml.safe_dump(specs, sort_keys=False))
+    problems = role_docs.page_problems("load_balancer", docs, roles)
+    assert len(problems) == 1
+    assert "variable load_balancer_reload_wait_s (entry point reload) differs" in problems[0]

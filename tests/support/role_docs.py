@@ -6,7 +6,8 @@
 A role page is hand-written prose with one generated block between BEGIN and END
 markers: the role's variables (name, type, default as `defaults/main.yml` gives it,
 choices, description from `meta/argument_specs.yml`), one row per variable and per
-key of a list or dict of dicts. `write` replaces that block only; a role without a
+key of a list or dict of dicts; a role with entry points besides `main`
+(`tasks_from`) gets one table per entry point. `write` replaces that block only; a role without a
 page gets one with its argument specs' description as a start for the prose. The
 index, docs/roles/README.md, has a generated block of its own: every documented
 role with its short description.
@@ -69,10 +70,17 @@ def _load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
+def entry_points(role: str, roles_dir: Path = ROLES_DIR) -> dict[str, dict[str, Any]]:
+    """A role's argument specs by entry point, `main` first, the others (`tasks_from`) after."""
+    specs = _load_yaml(roles_dir / role / "meta" / "argument_specs.yml") or {}
+    points = specs.get("argument_specs") or {}
+    return {name: points[name] or {} for name in sorted(points, key=lambda n: (n != "main", n))}
+
+
 def role_specs(role: str, roles_dir: Path = ROLES_DIR) -> dict[str, Any]:
-    """The `main` entry point of a role's argument specs."""
-    specs = _load_yaml(roles_dir / role / "meta" / "argument_specs.yml")
-    return specs["argument_specs"]["main"]
+    """The role's main entry point (or its first one): its descriptions and options."""
+    points = entry_points(role, roles_dir)
+    return points.get("main") or next(iter(points.values()), {})
 
 
 def role_defaults(role: str, roles_dir: Path = ROLES_DIR) -> dict[str, Any]:
@@ -132,14 +140,30 @@ def _rows(
     return rows
 
 
-def variable_rows(role: str, roles_dir: Path = ROLES_DIR) -> list[VariableRow]:
-    """A role's table rows: its top-level variables, defaults from defaults/main.yml."""
-    return _rows(role_specs(role, roles_dir).get("options", {}), role_defaults(role, roles_dir))
+def variable_rows(
+    role: str, roles_dir: Path = ROLES_DIR, entry_point: str = "main"
+) -> list[VariableRow]:
+    """One entry point's table rows: its variables, defaults from defaults/main.yml."""
+    spec = entry_points(role, roles_dir).get(entry_point) or {}
+    return _rows(spec.get("options") or {}, role_defaults(role, roles_dir))
+
+
+def _entry_point_title(name: str, spec: dict[str, Any]) -> str:
+    summary = _format_description({"description": spec.get("short_description", "")})
+    return f"Entry point `{name}` (`tasks_from: {name}.yml`)" + (f": {summary}" if summary else "")
 
 
 def variables_block(role: str, roles_dir: Path = ROLES_DIR) -> str:
-    rows = "\n".join(row.markdown() for row in variable_rows(role, roles_dir))
-    return f"{BEGIN}\n{HEADER}\n{rows}\n{END}"
+    points = entry_points(role, roles_dir)
+    parts = [BEGIN]
+    for name, spec in points.items():
+        if list(points) != ["main"]:
+            # A role with more than one entry point gets one table per entry point.
+            parts += [_entry_point_title(name, spec), ""]
+        rows = [row.markdown() for row in variable_rows(role, roles_dir, name)]
+        parts += [HEADER, *rows, ""]
+    parts[-1] = END
+    return "\n".join(parts)
 
 
 def index_block(roles: list[str], roles_dir: Path = ROLES_DIR) -> str:
@@ -198,14 +222,28 @@ def render_index(current: str | None, roles: list[str], roles_dir: Path = ROLES_
     return before + block + after
 
 
-def _table_rows(block: str) -> dict[str, str]:
-    """The rows of a generated block on a page, by variable name."""
-    rows = {}
+def _table_rows(block: str) -> dict[tuple[str, str], str]:
+    """The rows of a generated block, by (entry point, variable name)."""
+    rows, entry_point = {}, "main"
     for line in block.splitlines():
-        match = re.match(r"\| `([^`]+)` \|", line)
-        if match:
-            rows[match.group(1)] = line
+        if heading := re.match(r"Entry point `([^`]+)`", line):
+            entry_point = heading.group(1)
+        elif row := re.match(r"\| `([^`]+)` \|", line):
+            rows[entry_point, row.group(1)] = line
     return rows
+
+
+def _wanted_rows(role: str, roles_dir: Path) -> dict[tuple[str, str], str]:
+    return {
+        (point, row.name): row.markdown()
+        for point in entry_points(role, roles_dir)
+        for row in variable_rows(role, roles_dir, point)
+    }
+
+
+def _variable(key: tuple[str, str]) -> str:
+    point, name = key
+    return name if point == "main" else f"{name} (entry point {point})"
 
 
 def page_problems(
@@ -220,19 +258,19 @@ def page_problems(
     if parts is None:
         return [f"{where}: no generated variables block"]
     on_page = _table_rows(parts[1])
-    wanted = {row.name: row.markdown() for row in variable_rows(role, roles_dir)}
+    wanted = _wanted_rows(role, roles_dir)
     problems = []
-    for name, line in wanted.items():
-        if name not in on_page:
-            problems.append(f"{where}: variable {name} is not on the page")
-        elif on_page[name] != line:
+    for key, line in wanted.items():
+        if key not in on_page:
+            problems.append(f"{where}: variable {_variable(key)} is not on the page")
+        elif on_page[key] != line:
             problems.append(
-                f"{where}: variable {name} differs: page {on_page[name]!r}, role {line!r}"
+                f"{where}: variable {_variable(key)} differs: page {on_page[key]!r}, role {line!r}"
             )
     problems.extend(
-        f"{where}: variable {name} is on the page but not in the role"
-        for name in on_page
-        if name not in wanted
+        f"{where}: variable {_variable(key)} is on the page but not in the role"
+        for key in on_page
+        if key not in wanted
     )
     if not problems and parts[1] != variables_block(role, roles_dir):
         problems.append(f"{where}: the variables block differs in layout or order")
