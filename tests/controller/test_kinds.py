@@ -132,9 +132,9 @@ def test_the_registry_declares_the_designs_kinds_and_ports():
 
 
 def test_the_controllers_tables_are_the_registrys():
-    assert SERVER_KINDS == tuple(KINDS)
-    assert OPENVINO_KINDS == {"ovms", "ref-openvino"}
-    assert KIND_COLOURS == {name: kind.colour for name, kind in KINDS.items()}
+    assert tuple(KINDS) == SERVER_KINDS
+    assert {"ovms", "ref-openvino"} == OPENVINO_KINDS
+    assert {name: kind.colour for name, kind in KINDS.items()} == KIND_COLOURS
     assert len(set(KIND_COLOURS.values())) == len(KINDS), "the charts tell the kinds apart"
     assert KIND_DESCRIPTIONS["tfserving"] == "TensorFlow Serving"
     # a refserver result is never called OVMS or TF Serving
