@@ -1,5 +1,5 @@
-"""The docker runtime's container of each server kind: command, environment, mounts,
-published ports and healthcheck, and the config files the kind reads.
+"""The docker runtime's container of each server kind (command, environment, mounts,
+published ports, healthcheck), and the config files each kind reads on either runtime.
 
 The model_server role calls these through its filter plugin
 (roles/model_server/filter_plugins/model_server.py); the tests call them directly. Each
@@ -23,8 +23,7 @@ from servelab.controller.kinds import ServerKind, server_kind
 CONTAINER_MODELS = "/models"
 CONTAINER_CONFIG = "/config"
 
-# TF Serving's config files (protobuf text), by the flag that names each; the role's
-# templates of the same names write them into the state directory.
+# TF Serving's config files (protobuf text) in the state directory, mounted at CONTAINER_CONFIG.
 TFS_MODELS_CONFIG = "tfserving-models.config"
 TFS_MONITORING_CONFIG = "tfserving-monitoring.config"
 TFS_BATCHING_CONFIG = "tfserving-batching.config"
@@ -46,7 +45,9 @@ class ServerSettings:
     target_device: str = "CPU"
     grpc_workers: int = 8  # refserver's gRPC handler threads
     batching: bool = False  # TF Serving's server-side batching
+    batching_parameters: Mapping[str, int] = field(default_factory=dict)  # by field name
     start_timeout_s: int = 300
+    runtime: str = "docker"  # or native: a refserver process reads the host's paths
 
     @classmethod
     def from_role(cls, variables: Mapping[str, Any]) -> ServerSettings:
@@ -64,7 +65,12 @@ class ServerSettings:
             target_device=str(variables.get("target_device", "CPU")),
             grpc_workers=int(variables.get("grpc_workers", 8)),
             batching=_flag(variables.get("batching", False)),
+            batching_parameters={
+                str(name): int(value)
+                for name, value in (variables.get("batching_parameters") or {}).items()
+            },
             start_timeout_s=int(variables.get("start_timeout_s", 300)),
+            runtime=str(variables.get("runtime", "docker")),
         )
 
     @property
@@ -95,8 +101,9 @@ class DockerContainer:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    template: str  # among the role's templates/
     name: str  # in the state directory, mounted at CONTAINER_CONFIG
+    content: str
+    managed: bool  # starts with Ansible's "managed" comment (JSON has no comments)
 
 
 def models_root(kind: str, repository: str, *, in_container: bool) -> str:
@@ -165,30 +172,90 @@ def _refserver(settings: ServerSettings) -> list[str]:
     ]
 
 
+def _model_config_json(settings: ServerSettings) -> ConfigFile:
+    """OVMS' config file format, which refserver reads too. OVMS takes the device and
+    metrics from the file when it serves from one (--metrics_enable is for one model)."""
+    openvino_model_server = settings.server_kind.program == "openvino-model-server"
+    root = models_root(settings.kind, settings.repository, in_container=_in_container(settings))
+    configs = []
+    for model in settings.models:
+        config: dict[str, Any] = {"name": model, "base_path": f"{root}/{model}"}
+        if settings.nireq > 0:
+            config["nireq"] = settings.nireq
+        if settings.plugin_config:
+            config["plugin_config"] = dict(settings.plugin_config)
+        if openvino_model_server:
+            config["target_device"] = settings.target_device
+        configs.append({"config": config})
+    document: dict[str, Any] = {"model_config_list": configs}
+    if openvino_model_server:
+        document["monitoring"] = {"metrics": {"enable": True}}
+    text = json.dumps(document, indent=4, sort_keys=True, separators=(",", ": "))
+    return ConfigFile(f"{settings.kind}.json", text + "\n", managed=False)
+
+
+def _tfs_model_config(settings: ServerSettings) -> ConfigFile:
+    root = models_root(settings.kind, settings.repository, in_container=_in_container(settings))
+    lines = [
+        "# TF Serving's ModelServerConfig (protobuf text), read with --model_config_file.",
+        "model_config_list {",
+    ]
+    for model in settings.models:
+        lines += [
+            "  config {",
+            f"    name: {json.dumps(model)}",
+            f"    base_path: {json.dumps(f'{root}/{model}')}",
+            '    model_platform: "tensorflow"',
+            "  }",
+        ]
+    lines.append("}")
+    return ConfigFile(TFS_MODELS_CONFIG, "\n".join(lines) + "\n", managed=True)
+
+
+def _tfs_monitoring_config(settings: ServerSettings) -> ConfigFile:
+    # Prometheus scrapes the path the registry gives for this kind.
+    lines = [
+        "# TF Serving's MonitoringConfig (protobuf text), read with --monitoring_config_file:",
+        "# Prometheus metrics on the REST port, where the lab's Prometheus scrapes them.",
+        "prometheus_config {",
+        "  enable: true",
+        f"  path: {json.dumps(settings.server_kind.metrics.path)}",
+        "}",
+    ]
+    return ConfigFile(TFS_MONITORING_CONFIG, "\n".join(lines) + "\n", managed=True)
+
+
+def _tfs_batching_config(settings: ServerSettings) -> ConfigFile:
+    # BatchingParameters' numbers are google.protobuf wrappers: `max_batch_size { value: 32 }`.
+    lines = [
+        "# TF Serving's BatchingParameters (protobuf text), read with --batching_parameters_file",
+        "# when --enable_batching is on.",
+    ]
+    for name, value in sorted(settings.batching_parameters.items(), key=lambda i: i[0].lower()):
+        lines.append(f"{name} {{ value: {int(value)} }}")
+    return ConfigFile(TFS_BATCHING_CONFIG, "\n".join(lines) + "\n", managed=True)
+
+
+def _in_container(settings: ServerSettings) -> bool:
+    return settings.runtime == "docker"
+
+
 @dataclass(frozen=True)
 class Program:
-    """A server program: how its command is built and which config files it reads."""
+    """A server program: how its command is built and the config files it reads."""
 
     command: Callable[[ServerSettings], list[str]]
-    # (template, file name); a name of None is the kind's own `<kind>.json`
-    configs: tuple[tuple[str, str | None], ...]
+    configs: tuple[Callable[[ServerSettings], ConfigFile], ...]
 
-
-# OVMS' config file format, which refserver reads too.
-_OVMS_JSON = ("model_config.json.j2", None)
 
 # Per program (kinds.yml's `program`).
 PROGRAMS = {
-    "openvino-model-server": Program(_openvino_model_server, (_OVMS_JSON,)),
+    "openvino-model-server": Program(_openvino_model_server, (_model_config_json,)),
     "tensorflow-model-server": Program(
         _tensorflow_model_server,
-        (
-            ("tfserving_models.config.j2", TFS_MODELS_CONFIG),
-            ("tfserving_monitoring.config.j2", TFS_MONITORING_CONFIG),
-            ("tfserving_batching.config.j2", TFS_BATCHING_CONFIG),
-        ),
+        (_tfs_model_config, _tfs_monitoring_config, _tfs_batching_config),
     ),
-    "refserver": Program(_refserver, (_OVMS_JSON,)),
+    "refserver": Program(_refserver, (_model_config_json,)),
 }
 
 
@@ -197,10 +264,9 @@ def server_command(settings: ServerSettings) -> list[str]:
     return PROGRAMS[settings.server_kind.program].command(settings)
 
 
-def config_files(kind: str) -> list[ConfigFile]:
-    """The files a kind reads from the state directory, and the template of each."""
-    configs = PROGRAMS[server_kind(kind).program].configs
-    return [ConfigFile(template, name or f"{kind}.json") for template, name in configs]
+def config_files(settings: ServerSettings) -> list[ConfigFile]:
+    """The files the kind reads from the state directory, with their content."""
+    return [config(settings) for config in PROGRAMS[settings.server_kind.program].configs]
 
 
 def healthcheck_script(models: Sequence[str], rest_port: int) -> str:

@@ -14,7 +14,6 @@ from servelab.controller.server_commands import (
     ServerSettings,
     config_files,
     docker_container,
-    models_root,
 )
 
 
@@ -38,14 +37,11 @@ def servelab_docker_container(settings: dict[str, Any]) -> dict[str, Any]:
     return docker_container(ServerSettings.from_role(settings)).as_module_args()
 
 
-def servelab_models_root(kind: str, repository: str, in_container: bool) -> str:
-    """Where the kind's models are, as its server sees them (in its container or not)."""
-    return models_root(kind, repository, in_container=bool(in_container))
-
-
-def servelab_config_files(kind: str) -> list[dict[str, str]]:
-    """The config files a kind reads: [{template, name}], name in the state directory."""
-    return [dataclasses.asdict(config) for config in config_files(kind)]
+def servelab_config_files(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config files the kind reads: [{name, content, managed}], name in the state dir."""
+    return [
+        dataclasses.asdict(config) for config in config_files(ServerSettings.from_role(settings))
+    ]
 
 
 class FilterModule:
@@ -54,6 +50,5 @@ class FilterModule:
             "servelab_server_kind": servelab_server_kind,
             "servelab_kinds_on_runtime": servelab_kinds_on_runtime,
             "servelab_docker_container": servelab_docker_container,
-            "servelab_models_root": servelab_models_root,
             "servelab_config_files": servelab_config_files,
         }
