@@ -48,6 +48,7 @@ class ServerSettings:
     batching_parameters: Mapping[str, int] = field(default_factory=dict)  # by field name
     start_timeout_s: int = 300
     runtime: str = "docker"  # or native: a refserver process reads the host's paths
+    cpuset: str = ""  # CPUs the container may run on (docker's --cpuset-cpus); empty: all
 
     @classmethod
     def from_role(cls, variables: Mapping[str, Any]) -> ServerSettings:
@@ -71,6 +72,7 @@ class ServerSettings:
             },
             start_timeout_s=int(variables.get("start_timeout_s", 300)),
             runtime=str(variables.get("runtime", "docker")),
+            cpuset=str(variables.get("cpuset") or ""),
         )
 
     @property
@@ -87,16 +89,20 @@ class DockerContainer:
     mounts: tuple[Mapping[str, Any], ...]
     published_ports: tuple[str, ...]
     healthcheck: Mapping[str, Any]
+    cpuset_cpus: str | None  # None: the module's argument is left out
 
     def as_module_args(self) -> dict[str, Any]:
-        """Plain lists and dicts, as the module takes them."""
-        return {
+        """Plain lists and dicts, as the module takes them; no cpuset_cpus when not set."""
+        args: dict[str, Any] = {
             "command": list(self.command),
             "env": dict(self.env),
             "mounts": [dict(mount) for mount in self.mounts],
             "published_ports": list(self.published_ports),
             "healthcheck": dict(self.healthcheck),
         }
+        if self.cpuset_cpus:
+            args["cpuset_cpus"] = self.cpuset_cpus
+        return args
 
 
 @dataclass(frozen=True)
@@ -315,6 +321,7 @@ def docker_container(settings: ServerSettings) -> DockerContainer:
             "retries": 3,
             "start_period": f"{settings.start_timeout_s}s",
         },
+        cpuset_cpus=settings.cpuset or None,
     )
 
 
