@@ -214,39 +214,39 @@ def test_a_new_kind_is_one_entry(tmp_path: Path):
 # --- Ansible reads the same file ----------------------------------------------------------
 
 
-def test_the_labs_ansible_variables_default_to_the_registry(tmp_path: Path):
-    """inventory/group_vars/all.yml's maps, as Ansible renders them on the local inventory."""
-    shown = [
-        "servelab_server_ports",
-        "servelab_proxy_ports",
-        "servelab_kind_images",
-        "servelab_native_kinds",
-        "servelab_metrics_paths",
-        "servelab_official_images",
-        "servelab_image_refs",
+SHOWN = (
+    "servelab_server_ports",
+    "servelab_proxy_ports",
+    "servelab_kind_images",
+    "servelab_native_kinds",
+    "servelab_metrics_paths",
+    "servelab_official_images",
+    "servelab_image_refs",
+)
+
+
+def _show_lab_variables(tmp_path: Path, extra: dict) -> tuple[dict, dict[str, str]]:
+    """The lab's variables on the local inventory's server, and the model_server role's
+    default image of each kind, as ansible-playbook renders them."""
+    defaults = yaml.safe_load((PROJECT / "roles/model_server/defaults/main.yml").read_text())
+    tasks = [
+        {
+            "name": "Show the lab's variables",
+            "ansible.builtin.debug": {"msg": {name: f"{{{{ {name} }}}}" for name in SHOWN}},
+        },
+        {
+            "name": "Show each kind's image",
+            "ansible.builtin.debug": {"msg": defaults["model_server_image"]},
+            "loop": list(KINDS),
+            "vars": {"model_server_kind": "{{ item }}"},
+        },
     ]
     playbook = tmp_path / "show.yml"
     playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Show the kinds' variables",
-                    "hosts": "server",
-                    "gather_facts": False,
-                    "tasks": [
-                        {
-                            "name": "Show",
-                            "ansible.builtin.debug": {
-                                "msg": {name: f"{{{{ {name} }}}}" for name in shown}
-                            },
-                        }
-                    ],
-                }
-            ]
-        )
+        yaml.safe_dump([{"name": "Show", "hosts": "server", "gather_facts": False, "tasks": tasks}])
     )
     result = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(playbook)],
+        [str(BIN / "ansible-playbook"), str(playbook), "-e", json.dumps(extra)],
         cwd=PROJECT,
         env={**env(), "ANSIBLE_STDOUT_CALLBACK": "json"},
         capture_output=True,
@@ -256,18 +256,38 @@ def test_the_labs_ansible_variables_default_to_the_registry(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     (play,) = json.loads(result.stdout)["plays"]
-    shown_vars = play["tasks"][0]["hosts"]["server"]["msg"]
+    shown, images = (task["hosts"]["server"] for task in play["tasks"])
+    return shown["msg"], {r["item"]: r["msg"] for r in images["results"]}
 
-    assert shown_vars["servelab_server_ports"] == {
+
+def test_the_labs_ansible_variables_default_to_the_registry(tmp_path: Path):
+    """inventory/group_vars/all.yml's maps, as Ansible renders them on the local inventory."""
+    shown, images = _show_lab_variables(tmp_path, {})
+    assert shown["servelab_server_ports"] == {
         name: {"grpc": kind.ports.grpc, "rest": kind.ports.rest} for name, kind in KINDS.items()
     }
-    assert shown_vars["servelab_proxy_ports"] == {n: k.proxy_port for n, k in KINDS.items()}
-    assert shown_vars["servelab_kind_images"] == {n: k.image for n, k in KINDS.items()}
-    assert shown_vars["servelab_native_kinds"] == [n for n, k in KINDS.items() if k.is_refserver]
-    assert shown_vars["servelab_metrics_paths"] == {n: k.metrics.path for n, k in KINDS.items()}
+    assert shown["servelab_proxy_ports"] == {n: k.proxy_port for n, k in KINDS.items()}
+    assert shown["servelab_kind_images"] == {n: k.image for n, k in KINDS.items()}
+    assert shown["servelab_native_kinds"] == [n for n, k in KINDS.items() if k.is_refserver]
+    assert shown["servelab_metrics_paths"] == {n: k.metrics.path for n, k in KINDS.items()}
     official = {k.image: k.image_ref for k in KINDS.values() if k.image_ref}
-    assert shown_vars["servelab_official_images"] == official
-    refs = shown_vars["servelab_image_refs"]
-    # every kind's image has a ref; the official ones are the registry's pins
-    assert all(refs[kind.image] for kind in KINDS.values())
-    assert {name: refs[name] for name in official} == official
+    assert shown["servelab_official_images"] == official
+    # The official kinds run their pinned images, the refserver kinds the built one.
+    built = yaml.safe_load((PROJECT / "inventory/group_vars/all.yml").read_text())[
+        "servelab_built_images"
+    ]
+    assert images == {n: k.image_ref or built[k.image] for n, k in KINDS.items()}
+
+
+def test_servelab_images_overrides_an_official_image_and_build_mode_keeps_them(tmp_path: Path):
+    lab = yaml.safe_load((PROJECT / "inventory/group_vars/all.yml").read_text())
+    mirror = "registry.lab.example:5000/ovms:2025.2-lab"
+    overridden = {**lab["servelab_images"], "ovms": mirror}
+    _, images = _show_lab_variables(tmp_path, {"servelab_images": overridden})
+    assert images["ovms"] == mirror
+    assert images["tfserving"] == KINDS["tfserving"].image_ref
+    # OVMS and TF Serving cannot be built: build mode still runs the pinned images.
+    shown, images = _show_lab_variables(tmp_path, {"servelab_docker_images": "build"})
+    assert images["ovms"] == KINDS["ovms"].image_ref
+    assert images["tfserving"] == KINDS["tfserving"].image_ref
+    assert shown["servelab_image_refs"]["haproxy"] == lab["servelab_built_images"]["haproxy"]
