@@ -152,7 +152,7 @@ def proxies(server_port: int, scratch: Path) -> Iterator[dict[str, str]]:
             "load_balancer_exporter_port": exporter,
             "load_balancer_client_concurrency": 1,
             "load_balancer_frontends": [
-                {"name": "ref-openvino", "port": frontend, "server_address": LOOPBACK,
+                {"name": "refserver", "port": frontend, "server_address": LOOPBACK,
                  "server_port": server_port},
             ],
             **tuning,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from servelab.controller.kinds import server_kind
 from servelab.controller.prometheus import (
     PrometheusAPI,
     Window,
@@ -20,56 +21,6 @@ from servelab.controller.prometheus import (
 
 # Scrapes are one second apart: the raw samples are fetched with this much on each side.
 MARGIN_S = 3.0
-
-
-@dataclass(frozen=True)
-class ServerMetricNames:
-    """Where a server kind keeps its request counters and time histograms."""
-
-    success: str
-    fail: str
-    request_time: str | None  # histogram base name (…_sum, …_count)
-    inference_time: str | None
-    time_unit_s: float  # the histograms' unit in seconds
-    model_label: str
-    predict_labels: str  # extra matchers that pick the Predict method
-
-
-REFSERVER = ServerMetricNames(
-    success="refserver_requests_success_total",
-    fail="refserver_requests_fail_total",
-    request_time="refserver_request_time_seconds",
-    inference_time="refserver_inference_time_seconds",
-    time_unit_s=1.0,
-    model_label="model",
-    predict_labels='method="Predict"',
-)
-# OVMS with --metrics_enable (its documented metric names; times in microseconds).
-OVMS = ServerMetricNames(
-    success="ovms_requests_success",
-    fail="ovms_requests_fail",
-    request_time="ovms_request_time_us",
-    inference_time="ovms_inference_time_us",
-    time_unit_s=1e-6,
-    model_label="name",
-    predict_labels='method="Predict"',
-)
-# TF Serving with --monitoring_config_file: one request counter with a status label.
-TFSERVING = ServerMetricNames(
-    success=":tensorflow:serving:request_count",
-    fail=":tensorflow:serving:request_count",
-    request_time=":tensorflow:serving:request_latency",
-    inference_time=None,
-    time_unit_s=1e-6,
-    model_label="model_name",
-    predict_labels="",
-)
-SERVER_METRICS = {
-    "ref-openvino": REFSERVER,
-    "ref-tensorflow": REFSERVER,
-    "ovms": OVMS,
-    "tfserving": TFSERVING,
-}
 
 
 @dataclass
@@ -151,7 +102,7 @@ def proxy_metrics(api: PrometheusAPI, kind: str, window: Window) -> ProxyMetrics
 def server_metrics(
     api: PrometheusAPI, kind: str, model: str, window: Window
 ) -> ServerSideMetrics | None:
-    names = SERVER_METRICS[kind]
+    names = server_kind(kind).metrics
     target = f'job="model_server",kind="{kind}"'
     model_matcher = f'{names.model_label}="{model}"'
     ok = 'status="OK"' if names.success == names.fail else ""

@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+from servelab.controller.kinds import KINDS
 from servelab.server.modelrepo.catalog import KNOWN_MODELS
 
-SERVER_KINDS = ("ovms", "tfserving", "ref-openvino", "ref-tensorflow")
+# The registry's kinds, in its order (controller/kinds.yml).
+SERVER_KINDS = tuple(KINDS)
 PLAN_KEYS = (
     "name",
     "description",

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from servelab.controller.kinds import KINDS
 from servelab.controller.metrics import NEAR_CAPACITY
 from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.plan import DEFAULT_VALIDITY
@@ -42,20 +43,11 @@ from servelab.controller.records import (
 TEMPLATES_DIR = PROJECT_DIR / "templates"
 CHARTS_DIR = "charts"
 
-# Distinctive colours per server kind (the HTML test finds them in a screenshot).
-KIND_COLOURS = {
-    "ref-openvino": "#1565c0",
-    "ref-tensorflow": "#ef6c00",
-    "ovms": "#6a1b9a",
-    "tfserving": "#c62828",
-}
+# Distinctive colours per server kind (the HTML test finds them in a screenshot); a kind
+# the registry does not know (an old results.json) takes one of the others.
+KIND_COLOURS = {kind.name: kind.colour for kind in KINDS.values()}
 OTHER_KIND_COLOURS = ("#2e7d32", "#00838f", "#8d6e63", "#ad1457", "#827717", "#37474f")
-KIND_DESCRIPTIONS = {
-    "ref-openvino": "refserver (this project's reference server) on the OpenVINO runtime",
-    "ref-tensorflow": "refserver (this project's reference server) on the TensorFlow runtime",
-    "ovms": "OpenVINO Model Server",
-    "tfserving": "TensorFlow Serving",
-}
+KIND_DESCRIPTIONS = {kind.name: kind.description for kind in KINDS.values()}
 
 
 # ---------------------------------------------------------------------------

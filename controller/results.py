@@ -14,12 +14,13 @@ from typing import Any
 
 from servelab.clients.histogram import LogHistogram
 from servelab.clients.summary import latency_ms
+from servelab.controller.kinds import KINDS
 from servelab.controller.plan import Point
 from servelab.server.modelrepo.ceiling import CeilingRecord
 
 RESULTS_FILE = "results.json"
 # The server kinds whose runtime is OpenVINO, which the in-process ceiling measures.
-OPENVINO_KINDS = frozenset({"ref-openvino", "ovms"})
+OPENVINO_KINDS = frozenset(kind.name for kind in KINDS.values() if kind.in_process_ceiling)
 
 
 @dataclass

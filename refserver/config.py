@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servelab.controller.kinds import KINDS
+
 RUNTIMES = ("openvino", "tensorflow")
 PERFORMANCE_HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
 
-# The design's default ports per runtime: ref-openvino 9001/8001, ref-tensorflow 8502/8503.
+# The default (gRPC, REST) ports per runtime: those of its refserver kind in the registry.
 DEFAULT_PORTS: dict[str, tuple[int, int]] = {
-    "openvino": (9001, 8001),
-    "tensorflow": (8502, 8503),
+    kind.refserver_runtime: (kind.ports.grpc, kind.ports.rest)
+    for kind in KINDS.values()
+    if kind.refserver_runtime is not None
 }
 
 

@@ -1,32 +1,46 @@
-"""The docker runtime's OVMS and TF Serving containers, as Ansible renders them, checked
-against the flags and config formats each server documents.
+"""Each kind's container and config files, as servelab.controller.server_commands builds
+them for the model_server role, held to the flags and formats each server documents.
 
-Neither image can be pulled here, so nothing is started: one ansible-playbook run renders,
-for several cases, the role's own `community.docker.docker_container` arguments (copied
-from tasks/run_docker.yml) and the role's own config templates (the template tasks of
-tasks/configure.yml, writing where the role writes them). The test then reads each
-command flag by flag against the tables below, follows every path in it through the
-container's mounts to the file or model directory on the host, and parses the config
-files against the documented JSON keys and protobuf fields.
+OVMS v2025.2 and TF Serving 2.18.0 cannot be pulled here, so nothing is started: each
+command is read flag by flag against the tables below, every path in it is followed
+through the container's mounts to the host, and the config files are parsed against the
+documented JSON keys and protobuf messages (TF Serving's own ModelServerConfig from
+tensorflow-serving-api; MonitoringConfig and BatchingParameters, which that package does
+not ship, declared here with upstream's field names and types).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
+from tensorflow_serving.config import model_server_config_pb2
 
-from tests.support.lab import BIN, PROJECT, env
+from servelab.controller.kinds import KINDS
+from servelab.controller.server_commands import (
+    ConfigFile,
+    DockerContainer,
+    ServerSettings,
+    config_files,
+    docker_container,
+)
+from servelab.refserver.cli import build_parser
+from tests.support.lab import PROJECT
 
 ROLE = PROJECT / "roles" / "model_server"
 GROUP_VARS = PROJECT / "inventory" / "group_vars" / "all.yml"
-CLIENT_PLAYBOOK = PROJECT / "playbooks" / "client.yml"
 
 # ---------------------------------------------------------------------------------------
 # OpenVINO Model Server: command-line flags and config.json keys.
@@ -160,49 +174,65 @@ TFS_FLAGS = {
     "monitoring_config_file": "str",
     "remove_unused_fields_from_bundle_metagraph": "bool",
 }
-# The protobuf messages of those files, by field: (type, repeated). A type is a message
-# of this table, a scalar (str, int, bool) or "message" (a block the test does not open).
-# Sources (tensorflow/serving): config/model_server_config.proto (ModelServerConfig,
-# ModelConfigList, ModelConfig), config/monitoring_config.proto (MonitoringConfig,
-# PrometheusConfig), servables/tensorflow/session_bundle_config.proto (BatchingParameters,
-# whose numbers are google.protobuf wrappers: `max_batch_size { value: 32 }`).
-TFS_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
-    "ModelServerConfig": {
-        "model_config_list": ("ModelConfigList", False),
-        "custom_model_config": ("message", False),
-    },
-    "ModelConfigList": {"config": ("ModelConfig", True)},
-    "ModelConfig": {
-        "name": (str, False),
-        "base_path": (str, False),
-        "model_platform": (str, False),
-        "model_version_policy": ("message", False),
-        "version_labels": ("message", True),
-        "logging_config": ("message", False),
-    },
-    "MonitoringConfig": {"prometheus_config": ("PrometheusConfig", False)},
-    "PrometheusConfig": {"enable": (bool, False), "path": (str, False)},
-    "BatchingParameters": {
-        "max_batch_size": ("Int64Value", False),
-        "batch_timeout_micros": ("Int64Value", False),
-        "max_enqueued_batches": ("Int64Value", False),
-        "num_batch_threads": ("Int64Value", False),
-        "thread_pool_name": ("StringValue", False),
-        "allowed_batch_sizes": (int, True),
-        "pad_variable_length_inputs": (bool, False),
-    },
-    "Int64Value": {"value": (int, False)},
-    "StringValue": {"value": (str, False)},
-}
+
+
+def _tfs_messages() -> dict[str, Any]:
+    """MonitoringConfig (config/monitoring_config.proto) and BatchingParameters
+    (servables/tensorflow/session_bundle_config.proto, whose numbers are
+    google.protobuf wrappers), as message classes protobuf's text parser fills."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="servelab_test/tfserving_configs.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    scalar = descriptor_pb2.FieldDescriptorProto
+    int64, string = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
+    fields = {
+        "PrometheusConfig": [
+            ("enable", scalar.TYPE_BOOL, None),
+            ("path", scalar.TYPE_STRING, None),
+        ],
+        "MonitoringConfig": [
+            ("prometheus_config", scalar.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+        ],
+        "BatchingParameters": [
+            ("max_batch_size", scalar.TYPE_MESSAGE, int64),
+            ("batch_timeout_micros", scalar.TYPE_MESSAGE, int64),
+            ("max_enqueued_batches", scalar.TYPE_MESSAGE, int64),
+            ("num_batch_threads", scalar.TYPE_MESSAGE, int64),
+            ("thread_pool_name", scalar.TYPE_MESSAGE, string),
+            ("allowed_batch_sizes", scalar.TYPE_INT64, None),
+            ("pad_variable_length_inputs", scalar.TYPE_BOOL, None),
+        ],
+    }
+    for message, message_fields in fields.items():
+        described = proto.message_type.add(name=message)
+        for number, (name, kind, type_name) in enumerate(message_fields, 1):
+            repeated = name == "allowed_batch_sizes"
+            label = scalar.LABEL_REPEATED if repeated else scalar.LABEL_OPTIONAL
+            described.field.add(name=name, number=number, type=kind, label=label)
+            if type_name:
+                described.field[-1].type_name = type_name
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(proto)
+    described = {
+        name: pool.FindMessageTypeByName(f"tensorflow.serving.{name}")
+        for name in ("MonitoringConfig", "BatchingParameters")
+    }
+    return {name: message_factory.GetMessageClass(d) for name, d in described.items()}
+
+
+TFS_MESSAGES = _tfs_messages()
 # Which message each config flag's file holds.
 TFS_CONFIG_FILES = {
-    "model_config_file": "ModelServerConfig",
-    "monitoring_config_file": "MonitoringConfig",
-    "batching_parameters_file": "BatchingParameters",
+    "model_config_file": model_server_config_pb2.ModelServerConfig,
+    "monitoring_config_file": TFS_MESSAGES["MonitoringConfig"],
+    "batching_parameters_file": TFS_MESSAGES["BatchingParameters"],
 }
 
-# The ports every kind gets here: none of them the defaults, so a value taken from
-# somewhere else than servelab_server_ports shows.
+# Ports none of them the defaults, so that a value taken from elsewhere shows.
 PORTS = {
     "ovms": {"grpc": 19400, "rest": 19401},
     "tfserving": {"grpc": 19410, "rest": 19411},
@@ -227,34 +257,6 @@ class Case:
     target_device: str = "CPU"
     batching: bool = False
     cpuset: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    files: bool = True  # render the config files too
-
-    def variables(self, tmp: Path) -> dict[str, Any]:
-        return {
-            "model_server_kind": self.kind,
-            "model_server_models": list(self.models),
-            "model_server_nireq": self.nireq,
-            "model_server_plugin_config": self.plugin_config,
-            "model_server_target_device": self.target_device,
-            "model_server_tfserving_batching": self.batching,
-            "model_server_tfserving_batching_parameters": BATCHING,
-            "model_server_cpuset": self.cpuset,
-            "model_server_repository": str(tmp / "models"),
-            "model_server_state_dir": str(tmp / self.name),
-            **self.extra,
-        }
-
-
-def _group_vars() -> dict[str, Any]:
-    return yaml.safe_load(GROUP_VARS.read_text())
-
-
-def _overridden_images() -> dict[str, str]:
-    images = dict(_group_vars()["servelab_images"])
-    images["ovms"] = "registry.lab.example:5000/ovms:2025.2-lab"
-    images["tfserving"] = "registry.lab.example:5000/tfs:2.18.0-lab"
-    return images
 
 
 CASES = {
@@ -280,161 +282,83 @@ CASES = {
         Case("ovms_two_plain", "ovms", ("tiny", "small")),
         Case("tfserving_two", "tfserving", ("tiny", "small")),
         Case("tfserving_batching", "tfserving", ("tiny",), batching=True),
-        Case(
-            "images_overridden",
-            "ovms",
-            ("tiny",),
-            extra={"servelab_images": _overridden_images()},
-            files=False,
-        ),
-        Case(
-            "images_overridden_tfs",
-            "tfserving",
-            ("tiny",),
-            extra={"servelab_images": _overridden_images()},
-            files=False,
-        ),
-        Case(
-            "images_built",
-            "ovms",
-            ("tiny",),
-            extra={"servelab_docker_images": "build"},
-            files=False,
-        ),
-        Case(
-            "images_built_tfs",
-            "tfserving",
-            ("tiny",),
-            extra={"servelab_docker_images": "build"},
-            files=False,
-        ),
+        Case("ref_openvino_two", "ref-openvino", ("tiny", "small"), nireq=3),
+        Case("ref_tensorflow_one", "ref-tensorflow", ("tiny",)),
     )
 }
-# The cases about commands and files (the others are about images only).
-OVMS_CASES = [name for name, case in CASES.items() if case.kind == "ovms" and case.files]
-TFS_CASES = [name for name, case in CASES.items() if case.kind == "tfserving" and case.files]
+OVMS_CASES = [name for name, case in CASES.items() if case.kind == "ovms"]
+TFS_CASES = [name for name, case in CASES.items() if case.kind == "tfserving"]
+REFSERVER_CASES = [name for name, case in CASES.items() if KINDS[case.kind].is_refserver]
 
 
 @dataclass
-class Rendered:
+class Built:
+    """One case's container and config files, and where the host keeps what it mounts."""
+
     case: Case
-    tmp: Path
-    container: dict[str, Any]  # the docker_container arguments, rendered
+    settings: ServerSettings
+    container: DockerContainer
+    files: dict[str, ConfigFile]
 
     @property
     def command(self) -> list[str]:
-        return self.container["command"]
+        return list(self.container.command)
 
     def host_path(self, container_path: str) -> Path:
         """Where a path inside the container is on the host, through the container's mounts."""
         inside = PurePosixPath(container_path)
-        for mount in self.container["mounts"]:
+        for mount in self.container.mounts:
             target = PurePosixPath(mount["target"])
             if inside == target or target in inside.parents:
                 return Path(mount["source"]) / inside.relative_to(target)
-        raise AssertionError(f"{container_path} is on no mount of {self.container['mounts']}")
+        raise AssertionError(f"{container_path} is on no mount of {self.container.mounts}")
+
+    def config_file(self, container_path: str) -> ConfigFile:
+        """The config file a path of the command names: one the role writes, where it is
+        mounted (the role writes each file into the state directory under its name)."""
+        path = self.host_path(container_path)
+        assert path.parent == Path(self.settings.state_dir), f"{container_path} is {path}"
+        assert path.name in self.files, f"{container_path}: the role writes {sorted(self.files)}"
+        return self.files[path.name]
 
 
-def _role_tasks(name: str) -> list[dict[str, Any]]:
-    return yaml.safe_load((ROLE / "tasks" / name).read_text())
-
-
-def _container_task_args() -> dict[str, Any]:
-    """The arguments of run_docker.yml's docker_container task that starts the server."""
-    for task in _role_tasks("run_docker.yml"):
-        args = task.get("community.docker.docker_container")
-        if args and args.get("state") == "started":
-            return args
-    raise AssertionError("run_docker.yml starts no container with community.docker")
-
-
-def _config_template_tasks() -> list[dict[str, Any]]:
-    """configure.yml's template tasks, their sources made absolute, their handlers dropped."""
-    tasks = []
-    for task in _role_tasks("configure.yml"):
-        if "ansible.builtin.template" not in task:
-            continue
-        copy = {k: v for k, v in task.items() if k != "notify"}
-        args = dict(copy["ansible.builtin.template"])
-        args["src"] = f"{ROLE / 'templates'}/{args['src']}"
-        copy["ansible.builtin.template"] = args
-        # The cases about images alone skip the files (each costs a module run or two).
-        when = copy.get("when", [])
-        copy["when"] = [*([when] if isinstance(when, str) else when), "case_files"]
-        tasks.append(copy)
-    assert len(tasks) >= 2, "configure.yml writes OVMS' and TF Serving's configs with templates"
-    return tasks
+def _settings(case: Case, tmp: Path) -> ServerSettings:
+    """The settings as the role hands them over: its variables, numbers as text."""
+    return ServerSettings.from_role(
+        {
+            "kind": case.kind,
+            "runtime": "docker",
+            "models": list(case.models),
+            "grpc_port": str(PORTS[case.kind]["grpc"]),
+            "rest_port": str(PORTS[case.kind]["rest"]),
+            "repository": str(tmp / "models"),
+            "state_dir": str(tmp / case.name),
+            "bind_address": "127.0.0.1",
+            "nireq": str(case.nireq),
+            "plugin_config": case.plugin_config,
+            "target_device": case.target_device,
+            "grpc_workers": "8",
+            "batching": "true" if case.batching else "false",
+            "batching_parameters": BATCHING,
+            "start_timeout_s": "300",
+            "cpuset": case.cpuset,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
-    """Every case rendered by one ansible-playbook run: one inventory host a case, all on
-    this machine and in parallel, each loading its case's variables over the role's."""
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
     tmp = tmp_path_factory.mktemp("docker_commands")
     # The repository's layout (the model_repository role's): <tree>/<model>/<version>.
     for tree in ("ov", "tf"):
         for model in ("tiny", "small"):
             (tmp / "models" / tree / model / "1").mkdir(parents=True)
-    hosts = {}
+    out = {}
     for case in CASES.values():
-        case_vars = tmp / f"{case.name}.json"
-        case_vars.write_text(json.dumps(case.variables(tmp)))
-        (tmp / case.name).mkdir()
-        hosts[case.name] = {"case_vars": str(case_vars), "case_files": case.files}
-    inventory = tmp / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
-    play = {
-        "name": "Render the model server containers",
-        "hosts": "all",
-        "connection": "local",
-        "gather_facts": False,
-        "vars_files": [
-            str(GROUP_VARS),
-            str(ROLE / "defaults" / "main.yml"),
-            str(ROLE / "vars" / "main.yml"),
-        ],
-        "vars": {
-            "ansible_managed": "Managed by servelab's test of docker commands",
-            "ansible_python_interpreter": str(BIN / "python"),
-        },
-        "tasks": [
-            # include_vars outranks vars_files: the case's settings win over the defaults.
-            {"name": "Load the case", "ansible.builtin.include_vars": "{{ case_vars }}"},
-            *_config_template_tasks(),
-            {
-                "name": "Render the container",
-                "ansible.builtin.debug": {"msg": _container_task_args()},
-            },
-        ],
-    }
-    playbook = tmp / "render.yml"
-    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
-    shared = {
-        "servelab_runtime": "docker",
-        "servelab_server_ports": PORTS,
-        "servelab_state_dir": str(tmp / "state"),
-    }
-    result = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(playbook),
-            "-e",
-            json.dumps(shared),
-        ],
-        cwd=PROJECT,
-        env={**env(), "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_FORKS": str(len(CASES))},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    (played,) = json.loads(result.stdout)["plays"]
-    (task,) = [t for t in played["tasks"] if t["task"]["name"] == "Render the container"]
-    assert set(task["hosts"]) == set(CASES)
-    return {name: Rendered(CASES[name], tmp, out["msg"]) for name, out in task["hosts"].items()}
+        settings = _settings(case, tmp)
+        files = {config.name: config for config in config_files(settings)}
+        out[case.name] = Built(case, settings, docker_container(settings), files)
+    return out
 
 
 # --- reading commands -------------------------------------------------------------------
@@ -443,35 +367,25 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
 def _ovms_flags(command: list[str]) -> dict[str, str | None]:
     """OVMS' arguments as {flag: value}, value None for a switch; fails on anything else."""
     flags: dict[str, str | None] = {}
-    i = 0
-    while i < len(command):
-        token = command[i]
+    tokens = iter(command)
+    for token in tokens:
         assert token.startswith("--") and "=" not in token, f"{token!r}: not an OVMS flag name"
         name = token[2:]
         assert name in OVMS_FLAGS, f"--{name} is not among OVMS' documented parameters"
         assert name not in flags, f"--{name} given twice"
-        if OVMS_FLAGS[name] == "switch":
-            flags[name] = None
-            i += 1
-            continue
-        assert i + 1 < len(command), f"--{name} has no value"
-        value = command[i + 1]
-        assert not value.startswith("--"), f"--{name} takes a value, got the flag {value}"
-        _check_ovms_value(name, value)
+        kind = OVMS_FLAGS[name]
+        value = None if kind == "switch" else next(tokens, None)
+        if kind != "switch":
+            assert value is not None, f"--{name} has no value"
+            assert not value.startswith("--"), f"--{name} takes a value, got the flag {value}"
+        if kind == "int":
+            assert re.fullmatch(r"\d+", value), f"--{name} {value!r}: not an integer"
+        elif kind == "json":
+            assert isinstance(json.loads(value), dict), f"--{name} {value!r}: not a JSON object"
+        elif kind == "str":
+            assert value.strip(), f"--{name} is empty"
         flags[name] = value
-        i += 2
     return flags
-
-
-def _check_ovms_value(name: str, value: str) -> None:
-    kind = OVMS_FLAGS[name]
-    if kind == "int":
-        assert re.fullmatch(r"\d+", value), f"--{name} {value!r}: not an integer"
-    elif kind == "json":
-        parsed = json.loads(value)  # JSON text, as the parameters page shows for it
-        assert isinstance(parsed, dict), f"--{name} {value!r}: not a JSON object"
-    else:
-        assert value.strip(), f"--{name} is empty"
 
 
 def _tfs_flags(command: list[str]) -> dict[str, str]:
@@ -496,135 +410,11 @@ def _tfs_flags(command: list[str]) -> dict[str, str]:
     return flags
 
 
-# --- reading protobuf text --------------------------------------------------------------
-
-_PROTO_TOKEN = re.compile(
-    r"""(?P<space>\s+|\#[^\n]*)
-      | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-      | (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-      | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-      | (?P<punct>[{}:,;])""",
-    re.VERBOSE,
-)
-
-
-class _Enum(str):
-    """A bare identifier value other than true/false (an enum constant)."""
-
-
-def _proto_tokens(text: str) -> list[tuple[str, str]]:
-    tokens, pos = [], 0
-    while pos < len(text):
-        match = _PROTO_TOKEN.match(text, pos)
-        assert match, f"protobuf text: unexpected {text[pos : pos + 20]!r}"
-        if match.lastgroup != "space":
-            tokens.append((match.lastgroup, match.group()))
-        pos = match.end()
-    return tokens
-
-
-def parse_text_proto(text: str) -> list[tuple[str, Any]]:
-    """Protobuf text format as [(field, value)], a message's value a list of the same.
-
-    Enough of the format for config files: `name: scalar`, `name { ... }` (or
-    `name: { ... }`), `#` comments, `,` or `;` between fields.
-    """
-    tokens = _proto_tokens(text)
-    fields, end = _parse_fields(tokens, 0, nested=False)
-    assert end == len(tokens)
-    return fields
-
-
-def _parse_fields(tokens: list[tuple[str, str]], pos: int, nested: bool) -> tuple[list, int]:
-    fields: list[tuple[str, Any]] = []
-    while True:
-        if pos == len(tokens):
-            assert not nested, "protobuf text: a block is not closed"
-            return fields, pos
-        kind, text = tokens[pos]
-        if text == "}":
-            assert nested, "protobuf text: `}` closes nothing"
-            return fields, pos + 1
-        assert kind == "ident", f"protobuf text: expected a field name, got {text!r}"
-        pos += 1
-        colon = pos < len(tokens) and tokens[pos][1] == ":"
-        pos += colon
-        assert pos < len(tokens), f"protobuf text: {text} has no value"
-        if tokens[pos][1] == "{":
-            value, pos = _parse_fields(tokens, pos + 1, nested=True)
-        else:
-            assert colon, f"protobuf text: scalar field {text} needs `:`"
-            value = _proto_scalar(*tokens[pos])
-            pos += 1
-        fields.append((text, value))
-        if pos < len(tokens) and tokens[pos][1] in (",", ";"):
-            pos += 1
-
-
-def _proto_scalar(kind: str, text: str) -> Any:
-    if kind == "string":
-        return bytes(text[1:-1], "utf-8").decode("unicode_escape")
-    if kind == "number":
-        return float(text) if re.search(r"[.eE]", text) else int(text)
-    assert kind == "ident", f"protobuf text: {text!r} is not a value"
-    return {"true": True, "false": False}.get(text, _Enum(text))
-
-
-def check_message(fields: list[tuple[str, Any]], message: str) -> dict[str, list[Any]]:
-    """The fields of `message` by name (each a list: one value unless repeated), checked
-    against TFS_MESSAGES: known fields, scalar types, non-repeated fields given once."""
-    spec = TFS_MESSAGES[message]
-    out: dict[str, list[Any]] = {}
-    for name, value in fields:
-        assert name in spec, f"{message} has no field {name!r} (it has {sorted(spec)})"
-        kind, repeated = spec[name]
-        assert repeated or name not in out, f"{message}.{name} is not repeated, given twice"
-        if kind == "message" or kind in TFS_MESSAGES:
-            assert isinstance(value, list), f"{message}.{name} is a message, got {value!r}"
-            if kind != "message":
-                value = check_message(value, kind)
-        elif kind is bool:
-            assert isinstance(value, bool), f"{message}.{name} is a bool, got {value!r}"
-        elif kind is int:
-            assert isinstance(value, int) and not isinstance(value, bool), (
-                f"{message}.{name} is an integer, got {value!r}"
-            )
-        else:
-            assert isinstance(value, str) and not isinstance(value, _Enum), (
-                f"{message}.{name} is a quoted string, got {value!r}"
-            )
-        out.setdefault(name, []).append(value)
-    return out
-
-
-def _tfs_config(r: Rendered, flags: dict[str, str], flag: str) -> dict[str, list[Any]]:
-    path = r.host_path(flags[flag])
-    assert path.is_file(), f"--{flag}={flags[flag]} is {path} on the host, not written"
-    return check_message(parse_text_proto(path.read_text()), TFS_CONFIG_FILES[flag])
-
-
-# --- the parsers can fail -----------------------------------------------------------------
-
-
-def test_the_protobuf_reader_rejects_what_tf_serving_would():
-    good = "# comment\nprometheus_config {\n  enable: true,\n  path: '/m'\n}\n"
-    assert check_message(parse_text_proto(good), "MonitoringConfig") == {
-        "prometheus_config": [{"enable": [True], "path": ["/m"]}]
-    }
-    bad = {
-        "prometheus_config { enabled: true }": "has no field 'enabled'",
-        "prometheus_config { enable: 1 }": "is a bool",
-        "prometheus_config { path: /m }": "unexpected",
-        "prometheus_config { path: x }": "quoted string",
-        "prometheus_config { enable true }": "needs `:`",
-        "prometheus_config { enable: true": "not closed",
-        "prometheus_config {} prometheus_config {}": "given twice",
-    }
-    for text, message in bad.items():
-        with pytest.raises(AssertionError, match=re.escape(message)):
-            check_message(parse_text_proto(text), "MonitoringConfig")
-    with pytest.raises(AssertionError, match="is a message"):
-        check_message(parse_text_proto("max_batch_size: 8"), "BatchingParameters")
+def _tfs_config(b: Built, flags: dict[str, str], flag: str) -> Any:
+    """The file a TF Serving flag names, parsed as the message TF Serving reads from it."""
+    message = TFS_CONFIG_FILES[flag]()
+    text_format.Parse(b.config_file(flags[flag]).content, message)
+    return message
 
 
 def test_the_flag_readers_reject_undocumented_or_malformed_flags():
@@ -654,29 +444,43 @@ def test_the_flag_readers_reject_undocumented_or_malformed_flags():
             _tfs_flags(list(command))
 
 
+def test_the_tf_serving_messages_reject_what_tf_serving_would():
+    monitoring = TFS_MESSAGES["MonitoringConfig"]
+    for text in (
+        "prometheus_config { enabled: true }",
+        "prometheus_config { enable: 1.5 }",
+        "prometheus_config { path: /m }",
+        "prometheus_config { enable: true",
+    ):
+        with pytest.raises(text_format.ParseError):
+            text_format.Parse(text, monitoring())
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse("max_batch_size: 8", TFS_MESSAGES["BatchingParameters"]())
+
+
 # --- OVMS ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", OVMS_CASES)
-def test_ovms_command_uses_documented_flags_with_the_given_ports(rendered, name):
-    r = rendered[name]
-    flags = _ovms_flags(r.command)
+def test_ovms_command_uses_documented_flags_with_the_given_ports(built, name):
+    b = built[name]
+    flags = _ovms_flags(b.command)
     assert flags["port"] == str(PORTS["ovms"]["grpc"])
     assert flags["rest_port"] == str(PORTS["ovms"]["rest"])
     # the ports the container listens on are the ones it publishes, on the bind address only
-    assert sorted(r.container["published_ports"]) == sorted(
+    assert sorted(b.container.published_ports) == sorted(
         f"127.0.0.1:{port}:{port}" for port in PORTS["ovms"].values()
     )
 
 
 @pytest.mark.parametrize("name", [n for n in OVMS_CASES if len(CASES[n].models) == 1])
-def test_ovms_serves_one_model_from_flags(rendered, name):
-    r, case = rendered[name], CASES[name]
-    flags = _ovms_flags(r.command)
+def test_ovms_serves_one_model_from_flags(built, name):
+    b, case = built[name], CASES[name]
+    flags = _ovms_flags(b.command)
     assert "config_path" not in flags
     assert flags["model_name"] == case.models[0]
     assert flags["model_path"] == f"/models/ov/{case.models[0]}"
-    assert r.host_path(flags["model_path"]).is_dir(), "the model's directory in the repository"
+    assert b.host_path(flags["model_path"]).is_dir(), "the model's directory in the repository"
     assert flags["target_device"] == case.target_device
     if case.nireq > 0:
         assert flags["nireq"] == str(case.nireq)
@@ -692,16 +496,14 @@ def test_ovms_serves_one_model_from_flags(rendered, name):
 
 
 @pytest.mark.parametrize("name", [n for n in OVMS_CASES if len(CASES[n].models) > 1])
-def test_ovms_serves_several_models_from_its_config_file(rendered, name):
-    r, case = rendered[name], CASES[name]
-    flags = _ovms_flags(r.command)
+def test_ovms_serves_several_models_from_its_config_file(built, name):
+    b, case = built[name], CASES[name]
+    flags = _ovms_flags(b.command)
     assert set(flags) <= set(OVMS_MULTI_MODEL_FLAGS) | set(OVMS_SERVER_FLAGS), (
         "model parameters on the command line cannot go with --config_path"
     )
     assert PurePosixPath(flags["config_path"]).is_absolute(), "documented: an absolute path"
-    path = r.host_path(flags["config_path"])
-    assert path.is_file(), f"--config_path {flags['config_path']} is {path}: not written there"
-    config = json.loads(path.read_text())
+    config = json.loads(b.config_file(flags["config_path"]).content)
 
     assert set(config) <= OVMS_CONFIG_TOP_KEYS, sorted(config)
     entries = config["model_config_list"]
@@ -713,7 +515,7 @@ def test_ovms_serves_several_models_from_its_config_file(rendered, name):
             assert key in OVMS_CONFIG_MODEL_KEYS, f"{key!r} is not an OVMS model config key"
             assert isinstance(value, OVMS_CONFIG_MODEL_KEYS[key]), f"{key}: {value!r}"
         assert model["base_path"] == f"/models/ov/{model['name']}"
-        assert r.host_path(model["base_path"]).is_dir()
+        assert b.host_path(model["base_path"]).is_dir()
         assert model["target_device"] == case.target_device
         if case.nireq > 0:
             assert model["nireq"] == case.nireq
@@ -730,19 +532,19 @@ def test_ovms_serves_several_models_from_its_config_file(rendered, name):
 
 
 def test_prometheus_scrapes_the_path_ovms_serves_metrics_on():
-    assert _client_metrics_paths()["ovms"] == OVMS_METRICS_PATH
+    assert KINDS["ovms"].metrics.path == OVMS_METRICS_PATH
 
 
 # --- TF Serving ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", TFS_CASES)
-def test_tfserving_command_uses_documented_flags(rendered, name):
-    r, case = rendered[name], CASES[name]
-    flags = _tfs_flags(r.command)
+def test_tfserving_command_uses_documented_flags(built, name):
+    b, case = built[name], CASES[name]
+    flags = _tfs_flags(b.command)
     assert flags["port"] == str(PORTS["tfserving"]["grpc"])
     assert flags["rest_api_port"] == str(PORTS["tfserving"]["rest"])
-    assert sorted(r.container["published_ports"]) == sorted(
+    assert sorted(b.container.published_ports) == sorted(
         f"127.0.0.1:{port}:{port}" for port in PORTS["tfserving"].values()
     )
     # The image's entrypoint adds --model_name and --model_base_path, which a model config
@@ -759,56 +561,104 @@ def test_tfserving_command_uses_documented_flags(rendered, name):
 
 
 @pytest.mark.parametrize("name", TFS_CASES)
-def test_tfserving_model_config_is_a_model_server_config(rendered, name):
-    r, case = rendered[name], CASES[name]
-    config = _tfs_config(r, _tfs_flags(r.command), "model_config_file")
-    (model_list,) = config["model_config_list"]
-    models = model_list["config"]
-    assert [m["name"] for m in models] == [[model] for model in case.models]
+def test_tfserving_model_config_is_a_model_server_config(built, name):
+    b, case = built[name], CASES[name]
+    config = _tfs_config(b, _tfs_flags(b.command), "model_config_file")
+    models = config.model_config_list.config
+    assert [m.name for m in models] == list(case.models)
     for model in models:
-        (name_,), (base_path,) = model["name"], model["base_path"]
-        assert base_path == f"/models/tf/{name_}"
-        assert r.host_path(base_path).is_dir(), "the model's directory in the repository"
-        assert model["model_platform"] == ["tensorflow"]
+        assert model.base_path == f"/models/tf/{model.name}"
+        assert b.host_path(model.base_path).is_dir(), "the model's directory in the repository"
+        assert model.model_platform == "tensorflow"
 
 
 @pytest.mark.parametrize("name", TFS_CASES)
-def test_tfserving_exports_metrics_where_prometheus_scrapes(rendered, name):
-    r = rendered[name]
-    config = _tfs_config(r, _tfs_flags(r.command), "monitoring_config_file")
-    (prometheus,) = config["prometheus_config"]
-    assert prometheus["enable"] == [True]
-    assert prometheus["path"] == ["/monitoring/prometheus/metrics"]
-    assert prometheus["path"] == [_client_metrics_paths()["tfserving"]]
+def test_tfserving_exports_metrics_where_prometheus_scrapes(built, name):
+    b = built[name]
+    config = _tfs_config(b, _tfs_flags(b.command), "monitoring_config_file")
+    assert config.prometheus_config.enable is True
+    assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
+    assert config.prometheus_config.path == KINDS["tfserving"].metrics.path
 
 
-def test_tfserving_batching_parameters_are_the_given_ones(rendered):
-    r = rendered["tfserving_batching"]
-    config = _tfs_config(r, _tfs_flags(r.command), "batching_parameters_file")
-    assert {name: value[0]["value"] for name, value in config.items()} == {
-        name: [value] for name, value in BATCHING.items()
-    }
+def test_tfserving_batching_parameters_are_the_given_ones(built):
+    b = built["tfserving_batching"]
+    config = _tfs_config(b, _tfs_flags(b.command), "batching_parameters_file")
+    assert {name: getattr(config, name).value for name in BATCHING} == BATCHING
+    assert {f.name for f, _ in config.ListFields()} == set(BATCHING)
+
+
+# --- refserver ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REFSERVER_CASES)
+def test_refserver_command_is_one_its_own_parser_takes(built, name):
+    b, case = built[name], CASES[name]
+    args = build_parser().parse_args(b.command)
+    assert args.runtime == KINDS[case.kind].refserver_runtime
+    assert (args.port, args.rest_port) == (PORTS[case.kind]["grpc"], PORTS[case.kind]["rest"])
+    # inside its container it listens on every interface; docker publishes the bind address
+    assert args.bind_address == "0.0.0.0"
+    assert sorted(b.container.published_ports) == sorted(
+        f"127.0.0.1:{port}:{port}" for port in PORTS[case.kind].values()
+    )
+    config = json.loads(b.config_file(args.config_path).content)
+    tree = KINDS[case.kind].model_tree
+    assert [entry["config"]["name"] for entry in config["model_config_list"]] == list(case.models)
+    for entry in config["model_config_list"]:
+        assert entry["config"]["base_path"] == f"/models/{tree}/{entry['config']['name']}"
+        assert b.host_path(entry["config"]["base_path"]).is_dir()
+        assert entry["config"].get("nireq", 0) == case.nireq
+    assert "monitoring" not in config, "refserver always serves its metrics"
+
+
+def test_the_native_runtime_names_the_hosts_model_paths(built):
+    b = built["ref_openvino_two"]
+    native = replace(b.settings, runtime="native")
+    (config,) = config_files(native)
+    document = json.loads(config.content)
+    paths = [entry["config"]["base_path"] for entry in document["model_config_list"]]
+    assert paths == [f"{native.repository}/ov/{model}" for model in native.models]
 
 
 # --- the container around the command -----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ovms_one", "ovms_two", "tfserving_two"])
-def test_the_container_reads_models_and_configs_read_only_as_no_root(rendered, name):
-    r, case = rendered[name], CASES[name]
-    given = case.variables(r.tmp)
-    mounts = {m["target"]: m for m in r.container["mounts"]}
+@pytest.mark.parametrize("name", ["ovms_one", "ovms_two", "tfserving_two", "ref_openvino_two"])
+def test_the_container_reads_models_and_configs_read_only(built, name):
+    b = built[name]
+    mounts = {m["target"]: m for m in b.container.mounts}
     assert {target: m["source"] for target, m in mounts.items()} == {
-        "/models": given["model_server_repository"],
-        "/config": given["model_server_state_dir"],
+        "/models": b.settings.repository,
+        "/config": b.settings.state_dir,
     }
     assert all(m["read_only"] is True and m["type"] == "bind" for m in mounts.values())
-    user = str(r.container["user"])
-    assert user.split(":")[0] not in ("0", "root"), f"the container runs as {user}"
-    if case.cpuset:
-        assert r.container["cpuset_cpus"] == case.cpuset
+    args = b.container.as_module_args()
+    if CASES[name].cpuset:
+        assert args["cpuset_cpus"] == CASES[name].cpuset
     else:
-        assert "cpuset_cpus" not in r.container, "no cpuset given: the argument is omitted"
+        assert "cpuset_cpus" not in args, "no cpuset given: the argument is omitted"
+
+
+def test_containers_run_as_no_root_by_default():
+    lab = yaml.safe_load(GROUP_VARS.read_text())
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    assert "servelab_container_user" in defaults["model_server_container_user"]
+    user = str(lab["servelab_container_user"])
+    assert user.split(":")[0] not in ("0", "root"), f"the containers run as {user}"
+
+
+@pytest.mark.parametrize("name", ["ovms_two", "tfserving_batching", "ref_tensorflow_one"])
+def test_healthy_means_every_model_available_on_the_rest_port(built, name):
+    b = built[name]
+    health = b.container.healthcheck
+    assert health["test"][:3] == ["CMD", "bash", "-c"]
+    script = health["test"][3]
+    assert f"for m in {' '.join(CASES[name].models)}; do" in script
+    assert f"/dev/tcp/127.0.0.1/{PORTS[CASES[name].kind]['rest']}" in script
+    assert "GET /v1/models/%s" in script and '"AVAILABLE"' in script
+    assert health["start_period"] == "300s", "the models' load time"
+    assert b.container.env == {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 # --- images -------------------------------------------------------------------------------
@@ -818,37 +668,8 @@ def test_the_container_reads_models_and_configs_read_only_as_no_root(rendered, n
     ("kind", "repository"),
     [("ovms", "openvino/model_server"), ("tfserving", "tensorflow/serving")],
 )
-def test_images_are_pinned_official_refs_that_servelab_images_overrides(rendered, kind, repository):
-    pinned = _group_vars()["servelab_images"][kind]
+def test_official_images_are_pinned_refs(kind, repository):
+    pinned = KINDS[kind].image_ref
     name, _, tag = pinned.rpartition(":")
     assert name == repository, pinned
     assert re.fullmatch(r"[\w][\w.-]*", tag) and tag != "latest", f"{pinned}: not pinned"
-
-    suffix = "" if kind == "ovms" else "_tfs"
-    default = "ovms_one" if kind == "ovms" else "tfserving_two"
-    assert rendered[default].container["image"] == pinned
-    # OVMS and TF Serving cannot be built: build mode still runs the pinned images.
-    assert rendered[f"images_built{suffix}"].container["image"] == pinned
-    assert rendered[f"images_overridden{suffix}"].container["image"] == _overridden_images()[kind]
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _client_metrics_paths() -> dict[str, str]:
-    """playbooks/client.yml's __client_metrics_paths: where Prometheus scrapes each kind."""
-    found = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "__client_metrics_paths" in node:
-                found.append(node["__client_metrics_paths"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(yaml.safe_load(CLIENT_PLAYBOOK.read_text()))
-    assert len(found) == 1, "client.yml defines __client_metrics_paths once"
-    return found[0]
