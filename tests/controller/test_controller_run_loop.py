@@ -13,6 +13,8 @@ from pathlib import Path
 
 from servelab.controller.bookkeeping import RunBook
 from servelab.controller.clocks import ClockOffset
+from servelab.controller.lab import scrape_coverage as lab_coverage
+from servelab.controller.prometheus import Window
 from servelab.controller.run import execute
 from tests.controller.fake_phases import PROJECT, FakeLab, smoke_plan
 
@@ -128,3 +130,36 @@ def test_the_coverage_bound_is_the_plans(tmp_path):
     plan = smoke_plan(tmp_path, batches=[1], validity={"min_scrape_coverage": 0.4})
     book = RunBook.start(plan, tmp_path / "results", inventory=INVENTORY, progress=None)
     assert execute(book, FakeLab(coverage_s={"haproxy": 2.0})) == 0
+
+
+class UpSamples:
+    """Prometheus' `up` per job: the model server's scrapes failing from the window's start."""
+
+    def __init__(self, jobs: dict[str, list[tuple[float, float]]]) -> None:
+        self.jobs = jobs
+
+    def targets(self) -> list[dict]:
+        return [{"labels": {"job": job}, "scrapeInterval": "1s"} for job in self.jobs]
+
+    def raw(self, selector: str, start: float, end: float) -> list:
+        job = selector.split('job="')[1].split('"')[0]
+        labels = {"job": job, "instance": "127.0.0.1:8404"}
+        return [(labels, self.jobs[job])] if job in self.jobs else []
+
+
+def test_the_real_lab_judges_haproxy_node_and_the_servers_own_scrapes():
+    window = Window(10.0, 14.0)
+    every_second = [(float(t), 1.0) for t in range(5, 20)]
+    down = [(t, 0.0) for t, _ in every_second]
+    # haproxy scraped throughout; no node target at all; the server never answered
+    coverage = lab_coverage(UpSamples({"haproxy": every_second, "model_server": down}), "k", window)
+    assert [(c.job, c.target, c.covered_s) for c in coverage] == [
+        ("haproxy", "127.0.0.1:8404", 4.0),
+        ("node", "no target", 0.0),
+    ]
+    # a server that answered, then died in the window: its counts stop there
+    died = [(t, 1.0 if t <= 12 else 0.0) for t, _ in every_second]
+    coverage = lab_coverage(UpSamples({"haproxy": every_second, "model_server": died}), "k", window)
+    assert [(c.job, c.covered_s) for c in coverage if c.job == "model_server"] == [
+        ("model_server", 2.0)
+    ]
