@@ -27,8 +27,13 @@ from servelab.controller.metrics import (
 )
 from servelab.controller.phases import run_phase
 from servelab.controller.plan import Point
-from servelab.controller.prometheus import PrometheusAPI, PrometheusError, ScrapeCoverage, Window
-from servelab.controller.prometheus import scrape_coverage as job_coverage
+from servelab.controller.prometheus import (
+    PrometheusAPI,
+    PrometheusError,
+    ScrapeCoverage,
+    Window,
+    scrape_coverage,
+)
 from servelab.controller.provenance import read_facts
 from servelab.controller.results import client_pool_cpu
 
@@ -207,7 +212,7 @@ class AnsibleLab:
             seen.cpu = cpu_use(api, window, client_pool_cpu(summaries))
             if link is not None:
                 seen.network = network_use(api, link.host, link.device, link.speed_mbps, window)
-            seen.coverage = scrape_coverage(api, point.server, window)
+            seen.coverage = window_coverage(api, point.server, window)
         except PrometheusError as exc:
             seen.error = str(exc)
         return seen
@@ -216,7 +221,7 @@ class AnsibleLab:
         self._phase("playbooks/teardown.yml", {})
 
 
-def scrape_coverage(api: PrometheusAPI, kind: str, window: Window) -> list[ScrapeCoverage]:
+def window_coverage(api: PrometheusAPI, kind: str, window: Window) -> list[ScrapeCoverage]:
     """The coverage of HAProxy's, the node exporters' and the kind's own scrapes.
 
     HAProxy and the node exporters must be there: a job without a target is a job
@@ -226,7 +231,7 @@ def scrape_coverage(api: PrometheusAPI, kind: str, window: Window) -> list[Scrap
     """
     found = []
     for job in ("haproxy", "node"):
-        covered = job_coverage(api, job, {}, window)
+        covered = scrape_coverage(api, job, {}, window)
         found += covered or [ScrapeCoverage(job, "no target", 0.0, window.duration_s)]
-    found += [c for c in job_coverage(api, "model_server", {"kind": kind}, window) if c.covered_s]
-    return found
+    served = scrape_coverage(api, "model_server", {"kind": kind}, window)
+    return found + [c for c in served if c.covered_s]

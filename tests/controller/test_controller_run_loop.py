@@ -13,7 +13,7 @@ from pathlib import Path
 
 from servelab.controller.bookkeeping import RunBook
 from servelab.controller.clocks import ClockOffset
-from servelab.controller.lab import scrape_coverage as lab_coverage
+from servelab.controller.lab import window_coverage
 from servelab.controller.prometheus import Window
 from servelab.controller.run import execute
 from tests.controller.fake_phases import PROJECT, FakeLab, smoke_plan
@@ -152,14 +152,16 @@ def test_the_real_lab_judges_haproxy_node_and_the_servers_own_scrapes():
     every_second = [(float(t), 1.0) for t in range(5, 20)]
     down = [(t, 0.0) for t, _ in every_second]
     # haproxy scraped throughout; no node target at all; the server never answered
-    coverage = lab_coverage(UpSamples({"haproxy": every_second, "model_server": down}), "k", window)
+    prometheus = UpSamples({"haproxy": every_second, "model_server": down})
+    coverage = window_coverage(prometheus, "k", window)
     assert [(c.job, c.target, c.covered_s) for c in coverage] == [
         ("haproxy", "127.0.0.1:8404", 4.0),
         ("node", "no target", 0.0),
     ]
     # a server that answered, then died in the window: its counts stop there
     died = [(t, 1.0 if t <= 12 else 0.0) for t, _ in every_second]
-    coverage = lab_coverage(UpSamples({"haproxy": every_second, "model_server": died}), "k", window)
+    prometheus = UpSamples({"haproxy": every_second, "model_server": died})
+    coverage = window_coverage(prometheus, "k", window)
     assert [(c.job, c.covered_s) for c in coverage if c.job == "model_server"] == [
         ("model_server", 2.0)
     ]
