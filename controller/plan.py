@@ -70,6 +70,8 @@ class Validity:
     stability_intervals: int  # how many sub-intervals the window is cut into
     # how far a host's clock may be from the monitoring host's (checked once, at the start)
     max_clock_skew_ms: float
+    # the share of the window each scrape job's successful scrapes must cover
+    min_scrape_coverage: float
 
 
 DEFAULT_VALIDITY = Validity(
@@ -78,6 +80,7 @@ DEFAULT_VALIDITY = Validity(
     max_spread=0.2,
     stability_intervals=4,
     max_clock_skew_ms=50.0,
+    min_scrape_coverage=0.9,
 )
 
 
@@ -201,6 +204,7 @@ def _validity(data: dict[str, Any], path: Path) -> Validity:
         max_spread=_number(merged, "max_spread", where, 0, 10),
         stability_intervals=_integer(merged, "stability_intervals", where, 2),
         max_clock_skew_ms=_number(merged, "max_clock_skew_ms", where, 0, 60_000),
+        min_scrape_coverage=_number(merged, "min_scrape_coverage", where, 0, 1),
     )
 
 

@@ -5,6 +5,11 @@ is read at the window's start and end by linear interpolation between the scrape
 (one a second) around each instant, so a 5-second window is counted to within a
 fraction of a second's traffic. A counter that drops (HAProxy reloaded, a server
 restarted) restarts from zero, as Prometheus' own functions assume.
+
+That interpolation holds only where the scrapes are close together: on a starved
+machine Prometheus may miss scrapes, and a count read across a long gap mixes the
+window with its warm-up or cool-down. So each point also asks how much of its window
+each job's successful scrapes cover (`scrape_coverage`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
+import statistics
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +29,12 @@ from typing import Any
 
 Labels = dict[str, str]
 Samples = list[tuple[float, float]]
+
+# Two successive scrapes this many scrape intervals apart or closer pin a counter down
+# between them: one late or missed scrape still does, two missed in a row do not.
+MAX_GAP_INTERVALS = 2.5
+# Prometheus' duration format ("1s", "500ms", "1m30s"), in seconds per unit.
+DURATION_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 class PrometheusError(RuntimeError):
@@ -86,11 +99,13 @@ class PrometheusAPI:
     def targets(self) -> list[dict[str, Any]]:
         return self._get("/api/v1/targets", {"state": "active"})["activeTargets"]
 
-    def wait_for_scrapes(self, job: str, after: float, timeout_s: float) -> bool:
-        """Wait until every target of `job` has been scraped after `after` (epoch)."""
+    def wait_for_scrapes(
+        self, job: str, after: float, timeout_s: float, labels: Labels | None = None
+    ) -> bool:
+        """Wait until every target of `job` (with these labels) was scraped after `after`."""
         deadline = time.monotonic() + timeout_s
         while True:
-            targets = [t for t in self.targets() if t["labels"].get("job") == job]
+            targets = [t for t in self.targets() if _matches(t, job, labels or {})]
             scraped = [_epoch(t.get("lastScrape", "")) for t in targets]
             if targets and all(s is not None and s > after for s in scraped):
                 return True
@@ -101,9 +116,7 @@ class PrometheusAPI:
     def target(self, job: str, labels: Labels) -> dict[str, Any] | None:
         """The job's active target with these labels, as Prometheus describes it."""
         for target in self.targets():
-            if target["labels"].get("job") == job and all(
-                target["labels"].get(k) == v for k, v in labels.items()
-            ):
+            if _matches(target, job, labels):
                 return target
         return None
 
@@ -119,6 +132,11 @@ class PrometheusAPI:
             return False
         scraped = _epoch(target.get("lastScrape", ""))
         return scraped is not None and scraped > after
+
+
+def _matches(target: dict[str, Any], job: str, labels: Labels) -> bool:
+    found = target["labels"]
+    return found.get("job") == job and all(found.get(k) == v for k, v in labels.items())
 
 
 def _epoch(rfc3339: str) -> float | None:
@@ -197,3 +215,80 @@ def window_increase(
     increases = [counter_increase(samples, window) for _, samples in series]
     found = [i for i in increases if i is not None]
     return float(sum(found)) if found else None
+
+
+@dataclass(frozen=True)
+class ScrapeCoverage:
+    """How much of a window one scrape target's successful scrapes cover."""
+
+    job: str
+    target: str  # which of the job's targets: its platform, kind or instance
+    covered_s: float
+    window_s: float
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.covered_s / self.window_s) if self.window_s > 0 else 1.0
+
+
+def duration_s(text: str) -> float | None:
+    """A Prometheus duration ("1s", "500ms", "1m30s") in seconds; None if it is not one."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
+
+
+def covered_seconds(stamps: list[float], window: Window, max_gap_s: float) -> float:
+    """How much of the window lies between two successive scrapes at most max_gap_s apart.
+
+    A counter is known between such scrapes (interpolation cannot stray far); across a
+    longer gap, or before the first scrape and after the last, it is not.
+    """
+    covered = 0.0
+    for t0, t1 in itertools.pairwise(sorted(stamps)):
+        if t1 - t0 <= max_gap_s:
+            covered += max(0.0, min(t1, window.end_epoch) - max(t0, window.start_epoch))
+    return covered
+
+
+def _target_name(labels: Labels) -> str:
+    if labels.get("platform"):
+        return f"{labels['platform']} platform"
+    return labels.get("kind") or labels.get("instance", "?")
+
+
+def scrape_coverage(
+    api: PrometheusAPI, job: str, labels: Labels, window: Window
+) -> list[ScrapeCoverage]:
+    """Per target of `job` (with these labels), how much of the window it was scraped.
+
+    A scrape counts when it succeeded (`up` is 1): a scrape that timed out stores no
+    sample of the target's series. The targets' scrape interval comes from Prometheus
+    (the median gap between the scrapes where it does not say). No target: no entry.
+    """
+    intervals = [
+        seconds
+        for target in api.targets()
+        if _matches(target, job, labels)
+        and (seconds := duration_s(str(target.get("scrapeInterval", "")))) is not None
+    ]
+    interval = max(intervals) if intervals else None
+    # the scrapes just outside the window bound its edges: fetch them too
+    reach = MAX_GAP_INTERVALS * (interval or 5.0)
+    matchers = ",".join(f'{k}="{v}"' for k, v in {"job": job, **labels}.items())
+    series = api.raw(f"up{{{matchers}}}", window.start_epoch - reach, window.end_epoch + reach)
+    found = []
+    for series_labels, samples in series:
+        stamps = [t for t, up in samples if up == 1.0]
+        gaps = [b - a for a, b in itertools.pairwise(t for t, _ in samples)]
+        step = interval or (statistics.median(gaps) if gaps else 1.0)
+        found.append(
+            ScrapeCoverage(
+                job=job,
+                target=_target_name(series_labels),
+                covered_s=covered_seconds(stamps, window, MAX_GAP_INTERVALS * step),
+                window_s=window.duration_s,
+            )
+        )
+    return sorted(found, key=lambda c: c.target)

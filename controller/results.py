@@ -44,6 +44,8 @@ class PointResult:
     network: dict[str, Any] | None = None  # the server host's lab link over the window
     in_process_fps: float | None = None  # the runtime alone on the server host (ceiling.json)
     stability: dict[str, Any] | None = None  # the window's sub-interval rates
+    # each scrape job's least-covered share of the window (haproxy, node, model_server)
+    scrape_coverage: dict[str, float] | None = None
     valid: bool = False
     reasons: list[str] = field(default_factory=list)
     clients: dict[str, Any] = field(default_factory=dict)  # each client host's pool summary

@@ -12,15 +12,22 @@ The rules (bounds from the plan's `validity`):
   another rate than the window (a pool that stops verifying runs faster);
 - the rate over the window's sub-intervals is steady: their spread, (max - min)
   / mean, is within `max_spread` plus what counting whole requests allows;
-- the window lasted as long as the plan asks.
+- the window lasted as long as the plan asks;
+- Prometheus' successful scrapes of each job (HAProxy, the node exporters, the
+  server's own metrics) cover at least `min_scrape_coverage` of the window: across
+  a longer gap its counts are guesses (a starved machine once left HAProxy's count
+  32% short with scrapes over 2.0 s of a 4-s window).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from servelab.controller.plan import Validity, Window
+from servelab.controller.prometheus import ScrapeCoverage
 
 
 @dataclass
@@ -71,6 +78,7 @@ def judge(
     client_cpu: float | None,
     client_cpu_source: str,
     stable: Stability | None,
+    coverage: Sequence[ScrapeCoverage] = (),
 ) -> list[str]:
     """The reasons this point is invalid; an empty list is a valid point."""
     reasons: list[str] = []
@@ -111,7 +119,33 @@ def judge(
             f"unstable throughput: {rates} requests/s over {stable.interval_s:.0f}-s intervals"
             f" (spread {stable.spread:.0%}, allowed {stable.allowed:.0%})"
         )
+    reasons += coverage_reasons(coverage, bounds.min_scrape_coverage)
     return reasons
+
+
+def coverage_reasons(coverage: Sequence[ScrapeCoverage], minimum: float) -> list[str]:
+    """One reason per job whose least-covered target is under `minimum` of the window."""
+    reasons = []
+    for job in dict.fromkeys(c.job for c in coverage):  # the jobs in the order given
+        targets = [c for c in coverage if c.job == job]
+        worst = min(targets, key=lambda c: c.fraction)
+        if worst.fraction >= minimum:
+            continue
+        which = f" of the {worst.target}" if len(targets) > 1 else ""
+        reasons.append(
+            f"Prometheus' {job} samples{which} cover {worst.covered_s:.1f} s of the"
+            f" {worst.window_s:.1f}-s window ({math.floor(worst.fraction * 100)}%),"
+            f" under {minimum:.0%}"
+        )
+    return reasons
+
+
+def worst_coverage(coverage: Sequence[ScrapeCoverage]) -> dict[str, float]:
+    """Each job's least-covered share of the window, as the point's record keeps it."""
+    worst: dict[str, float] = {}
+    for c in coverage:
+        worst[c.job] = round(min(worst.get(c.job, 1.0), c.fraction), 3)
+    return worst
 
 
 def merged_timeline(summaries: dict[str, dict[str, Any]]) -> list[int]:

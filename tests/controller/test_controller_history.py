@@ -213,45 +213,22 @@ def test_a_report_without_a_verdict_has_no_verdict_section(tmp_path):
 
 
 def test_every_finished_servelab_run_joins_the_history_and_is_judged(tmp_path, capsys):
-    """Run's own finish registers and judges; the phases are stubs (test_lab runs them)."""
+    """The run's own finish registers and judges; the lab is a fake (test_lab runs it)."""
     import time
 
-    import yaml
+    from servelab.controller.bookkeeping import RunBook
+    from servelab.controller.run import execute
+    from tests.controller.fake_phases import PROJECT, FakeLab, smoke_plan
 
-    from servelab.controller.plan import Point, load_plan
-    from servelab.controller.results import PointResult
-    from servelab.controller.run import Run
-
-    project = Path(__file__).resolve().parents[2]
-    levels = iter([100.0, 102.0, 99.0, 101.0, 80.0])  # the fifth run drops 20%
-
-    class StubRun(Run):
-        def _phase(self, playbook, extravars):  # teardown: nothing to do
-            pass
-
-        def _provenance(self):  # no hosts to read: every run has the same (none)
-            pass
-
-        def _measure(self, point: Point) -> PointResult:
-            result = PointResult(point.server, point.model, point.batch, point.concurrency, 0)
-            result.throughput_fps, result.valid = self.level, True
-            return result
-
-    data = yaml.safe_load((project / "plans" / "smoke.yml").read_text())
-    data.update(servers=["ref-openvino"], baseline="ref-openvino", batches=[1])
-    (tmp_path / "plan.yml").write_text(yaml.safe_dump(data))
+    levels = [100.0, 102.0, 99.0, 101.0, 80.0]  # the fifth run drops 20%
+    plan = smoke_plan(tmp_path, servers=["ref-openvino"], baseline="ref-openvino", batches=[1])
     results = tmp_path / "results"
-    for _ in range(5):
-        run = StubRun.start(
-            load_plan(tmp_path / "plan.yml"),
-            results,
-            inventory=project / "inventory" / "local.yml",
-            extravars={},
-            prometheus=None,
-            progress=None,
+    for level in levels:
+        book = RunBook.start(
+            plan, results, inventory=PROJECT / "inventory" / "local.yml", progress=None
         )
-        run.level = next(levels)
-        assert run.execute() == 0, run.failures  # a regression leaves the exit status alone
+        lab = FakeLab(fps=lambda point, level=level: level)
+        assert execute(book, lab) == 0, book.failures  # a regression leaves the exit status alone
         time.sleep(1.1)  # run ids are stamped to the second
     records = read_history(results)
     assert [r.points[0].throughput_fps for r in records] == [100.0, 102.0, 99.0, 101.0, 80.0]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from servelab.controller.plan import DEFAULT_VALIDITY, Window
-from servelab.controller.validity import judge, merged_timeline, stability
+from servelab.controller.prometheus import ScrapeCoverage
+from servelab.controller.validity import judge, merged_timeline, stability, worst_coverage
 
 WINDOW = Window(warmup_s=1, duration_s=10, cooldown_s=1)
 
@@ -92,3 +95,34 @@ def test_client_hosts_timelines_add_up_by_second():
         "b": {"timeline": [{"second": 1, "completed": 2}, {"second": 2, "completed": 3}]},
     }
     assert merged_timeline(summaries) == [5, 8, 3]
+
+
+def test_scrapes_covering_under_the_bound_make_the_point_invalid_naming_the_job():
+    covered = [
+        ScrapeCoverage("haproxy", "haproxy", 2.0, 4.0),
+        ScrapeCoverage("node", "server platform", 4.0, 4.0),
+        ScrapeCoverage("node", "client platform", 3.5, 4.0),
+        ScrapeCoverage("model_server", "ref-openvino", 3.6, 4.0),
+    ]
+    assert _judge(coverage=covered) == [
+        "Prometheus' haproxy samples cover 2.0 s of the 4.0-s window (50%), under 90%",
+        "Prometheus' node samples of the client platform cover 3.5 s of the 4.0-s window"
+        " (87%), under 90%",
+    ]
+    # 90% exactly is enough; the bound is the plan's
+    assert _judge(coverage=covered[3:]) == []
+    assert _judge(coverage=covered, bounds=replace(DEFAULT_VALIDITY, min_scrape_coverage=0.5)) == []
+
+
+def test_a_share_just_under_the_bound_does_not_read_as_the_bound():
+    (reason,) = _judge(coverage=[ScrapeCoverage("haproxy", "haproxy", 3.59, 4.0)])
+    assert "(89%), under 90%" in reason
+
+
+def test_the_record_keeps_each_jobs_least_covered_share():
+    covered = [
+        ScrapeCoverage("node", "server platform", 4.0, 4.0),
+        ScrapeCoverage("node", "client platform", 3.0, 4.0),
+        ScrapeCoverage("haproxy", "haproxy", 4.4, 4.0),  # scrapes beyond the window: all of it
+    ]
+    assert worst_coverage(covered) == {"node": 0.75, "haproxy": 1.0}
