@@ -19,6 +19,7 @@ import pytest
 from servelab.controller.prometheus import PrometheusAPI, Window, scrape_coverage
 from servelab.controller.validity import coverage_reasons
 from tests.support.refserver import free_ports
+from tests.support.required import missing
 
 PROMETHEUS = "/usr/bin/prometheus"
 
@@ -26,7 +27,7 @@ PROMETHEUS = "/usr/bin/prometheus"
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusAPI]:
     if shutil.which(PROMETHEUS) is None:
-        pytest.skip(f"{PROMETHEUS} is not installed (apt-get install prometheus)")
+        missing(f"{PROMETHEUS} is not installed (`make test` installs Debian's prometheus)")
     root = tmp_path_factory.mktemp("prometheus")
     port, dead = free_ports(2)
     config = root / "prometheus.yml"
