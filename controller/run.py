@@ -209,7 +209,7 @@ class Run:
         point_dir.mkdir(parents=True)
         result = self._serve_and_load(point, point_dir)
         clean = result.window is not None and not any(result.errors.values())
-        self._served_cleanly = (point.server, result.window["end_epoch"]) if clean else None
+        self._served_cleanly = (point.server, result.window.end_epoch) if clean else None
         return result
 
     def _serve_and_load(self, point: Point, point_dir: Path) -> PointResult:
@@ -253,7 +253,7 @@ class Run:
         if result.window is None:
             result.reasons = ["no client summary came back"]
             return result
-        window = Window(result.window["start_epoch"], result.window["end_epoch"])
+        window = Window(result.window.start_epoch, result.window.end_epoch)
         notes: list[str] = []
         proxy = server = cpu = network = None
         if self.prometheus is None:
@@ -269,10 +269,10 @@ class Run:
                 network = self._network_use(window)
             except PrometheusError as exc:
                 notes.append(f"Prometheus: {exc}")
-        result.proxy = asdict(proxy) if proxy else None
-        result.server_metrics = asdict(server) if server else None
-        result.cpu = asdict(cpu) if cpu else None
-        result.network = asdict(network) if network else None
+        result.proxy = proxy
+        result.server_metrics = server
+        result.cpu = cpu
+        result.network = network
         clients = point.concurrency * len(summaries)
         stable = stability(
             merged_timeline(summaries),
@@ -281,7 +281,7 @@ class Run:
             self.plan.validity.stability_intervals,
             self.plan.validity.max_spread,
         )
-        result.stability = asdict(stable) if stable else None
+        result.stability = stable
         if cpu is None:
             client_cpu, source = None, ""
         elif cpu.shared_host:
@@ -291,7 +291,7 @@ class Run:
         result.reasons = notes + judge(
             bounds=self.plan.validity,
             window=self.plan.window,
-            measured_window_s=result.window["duration_s"],
+            measured_window_s=result.window.duration_s,
             requests=result.requests,
             errors=result.errors,
             verify_failures=result.verify_failures,
@@ -409,7 +409,7 @@ class Run:
 
 
 def _point_line(result: PointResult, done: int, total: int) -> str:
-    latency = (result.latency_ms or {}).get("p99")
+    latency = result.latency.p99
     fps = "-" if result.throughput_fps is None else f"{result.throughput_fps:.1f}"
     p99 = "-" if latency is None else f"{latency:.1f}"
     verdict = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from servelab.controller.plan import Point, load_plan
-from servelab.controller.results import PointResult
+from servelab.controller.results import MeasuredWindow, PointResult
 from servelab.controller.run import Run
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ class PhaseLog(Run):
     def _evaluate(self, point: Point, summaries: dict[str, dict[str, Any]]) -> PointResult:
         result = PointResult(point.server, point.model, point.batch, point.concurrency, 0)
         self._clock += 10
-        result.window = {"start_epoch": self._clock - 4, "end_epoch": self._clock, "duration_s": 4}
+        result.window = MeasuredWindow(self._clock - 4, self._clock, 4.0)
         result.errors = dict(self.errors_by_batch.get(point.batch, {}))
         result.valid = not any(result.errors.values())
         return result
