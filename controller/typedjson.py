@@ -113,12 +113,9 @@ def read_value(hint: Any, value: Any, where: str) -> Any:
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(options) != 1:
             raise TypeError(f"{where}: only X | None unions are supported, not {hint}")
-        try:
-            return read_value(options[0], value, where)
-        except FieldError as exc:
-            if exc.where != where:
-                raise
-            raise FieldError(where, f"{_found(value)}; expected {_expected(hint)}") from None
+        if not _fits(options[0], value):
+            raise FieldError(where, f"{_found(value)}; expected {_expected(hint)}")
+        return read_value(options[0], value, where)
     if origin is Literal:
         if value not in typing.get_args(hint):
             raise FieldError(where, f"is {value!r}; expected one of {list(typing.get_args(hint))}")
@@ -177,6 +174,20 @@ def _expected(hint: Any) -> str:
     return {bool: "true or false", str: "a string", int: "an integer", float: "a number"}.get(
         hint, str(hint)
     )
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether the value is the JSON kind `hint` reads (its content is checked after)."""
+    origin = typing.get_origin(hint)
+    if hint is Any or origin is Literal:
+        return True
+    if origin is dict or dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if hint in (int, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 def _admits_none(hint: Any) -> bool:
