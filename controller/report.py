@@ -218,7 +218,7 @@ def count_points(points: Sequence[PointResult]) -> PointCounts:
 
 
 # ---------------------------------------------------------------------------
-# Formatting (one place, so that every format shows the same rounding)
+# Markdown cells (numbers are formatted by controller/formats.py)
 
 
 def _markdown_cell(value: Any) -> str:
