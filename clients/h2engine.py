@@ -30,19 +30,17 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from servelab.clients import h2
+from servelab.clients.engine import WorkerConfig, build_request
 from servelab.clients.stats import NS_PER_S, RequestOutcome, WindowRecorder
 from servelab.clients.verify import ResponseVerifier
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
-
-if TYPE_CHECKING:
-    from servelab.clients.worker import WorkerConfig
 
 USER_AGENT = "servelab-load (h2)"
 
@@ -106,8 +104,6 @@ def prepare_predict(authority: str, payload: bytes, timeout_s: float) -> h2.Prep
 def _unquote(text: str) -> str:
     if "%" not in text:
         return text
-    from urllib.parse import unquote
-
     return unquote(text)
 
 
@@ -126,8 +122,6 @@ class H2Engine:
     """Closed-loop clients as streams on one HTTP/2 connection, driven by one I/O thread."""
 
     def __init__(self, config: WorkerConfig, *, max_stream_id: int = h2.MAX_STREAM_ID) -> None:
-        from servelab.clients.worker import build_request
-
         load = config.load
         self._clients = config.clients
         self._verifier = ResponseVerifier(load.workload.output, load.workload.expected)

@@ -30,17 +30,20 @@ import resource
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
+from servelab.clients.engine import Engine, LoadSettings, WorkerConfig, build_request
+from servelab.clients.h2engine import H2Engine
 from servelab.clients.stats import NS_PER_S, RequestOutcome, WindowRecorder, WorkerReport
 from servelab.clients.verify import ResponseVerifier
-from servelab.clients.workload import Workload
-from servelab.wire import api, tensors
+from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
+
+# The pool and the tests build a worker's settings through this module.
+__all__ = ["APIS", "Engine", "LoadSettings", "WorkerConfig", "build_request", "worker_main"]
 
 API_SERVELAB = "servelab"  # servelab's messages over servelab's HTTP/2 client
 API_SERVELAB_GRPCIO = "servelab-grpcio"  # servelab's messages over grpcio
@@ -51,44 +54,6 @@ APIS = (API_SERVELAB, API_SERVELAB_GRPCIO, API_TFSERVING)
 _CHANNEL_OPTIONS = (*api.CHANNEL_OPTIONS, ("grpc.enable_retries", 0))
 _TICK_S = 0.01  # the main thread's longest sleep while deferred requests may be due
 _INTERRUPT_DRAIN_S = 2.0  # how long an interrupted worker waits for requests in flight
-
-
-@dataclass(frozen=True)
-class LoadSettings:
-    """What every worker of a pool shares: the target, the request, the schedule."""
-
-    target: str
-    workload: Workload
-    api: str
-    timeout_s: float
-    error_pause_s: float
-    warmup_s: float
-    duration_s: float
-    cooldown_s: float
-    connect_timeout_s: float
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    index: int
-    clients: int  # this worker's share of the pool's concurrency
-    load: LoadSettings
-
-
-class Engine(Protocol):
-    def start(self, recorder: WindowRecorder) -> None: ...
-    def run_due(self) -> None: ...
-    def stop_issuing(self) -> None: ...
-    def wait_idle(self, timeout_s: float) -> bool: ...
-    def close(self) -> None: ...
-
-
-def build_request(workload: Workload) -> pb.PredictRequest:
-    request = pb.PredictRequest(
-        model_spec=api.model_spec(workload.model, workload.version, workload.signature_name)
-    )
-    request.inputs[workload.input_name].CopyFrom(tensors.to_tensor_proto(workload.batch))
-    return request
 
 
 def _transport_outcome(error: Exception, latency_s: float) -> tuple[RequestOutcome, str]:
@@ -227,6 +192,7 @@ class StubEngine:
 
     def __init__(self, config: WorkerConfig) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TensorFlow costs seconds and hundreds of MB: only this engine loads it.
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -305,8 +271,6 @@ def make_engine(config: WorkerConfig) -> Engine:
         return StubEngine(config)
     if config.load.api == API_SERVELAB_GRPCIO:
         return CallbackEngine(config)
-    from servelab.clients.h2engine import H2Engine  # it imports this module
-
     return H2Engine(config)
 
 

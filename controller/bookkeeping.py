@@ -200,7 +200,7 @@ class RunBook:
 
 def point_line(result: PointResult, done: int, total: int) -> str:
     """A point's progress line: its throughput, p99 and verdict."""
-    latency = (result.latency_ms or {}).get("p99")
+    latency = result.latency.p99
     fps = "-" if result.throughput_fps is None else f"{result.throughput_fps:.1f}"
     p99 = "-" if latency is None else f"{latency:.1f}"
     verdict = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)

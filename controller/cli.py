@@ -7,14 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from servelab.controller import compare as compare_cli
-from servelab.controller import history as history_cli
 from servelab.controller import nightly as nightly_cli
 from servelab.controller import report as report_cli
 from servelab.controller import run as run_cli
+from servelab.controller import trend as history_cli
 from servelab.controller.history import HistoryError
 from servelab.controller.nightly import NightlyError
 from servelab.controller.plan import PlanError
-from servelab.controller.records import ReportError
+from servelab.controller.results import ReportError
 from servelab.server import readiness
 from servelab.server.modelrepo import cli as models_cli
 from servelab.server.modelrepo.errors import ModelRepoError

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from servelab.controller.records import DASH, PointRecord, RunResults, load_results
-from servelab.controller.report import format_fps, format_ms
+from servelab.controller.formats import DASH, format_fps, format_ms
+from servelab.controller.results import PointResult, RunResults, read_results
 
 Key = tuple[str, str, int, int]  # server, model, batch, concurrency
 
@@ -41,7 +41,7 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def aggregate_side(points: Sequence[PointRecord]) -> RunSide:
+def aggregate_side(points: Sequence[PointResult]) -> RunSide:
     """The repeats of one point in one run: median of the valid ones."""
     counted = [p for p in points if p.counted]
     shown = counted or [p for p in points if p.status == "measured"]
@@ -54,7 +54,7 @@ def aggregate_side(points: Sequence[PointRecord]) -> RunSide:
             reasons[prefix + reason] = None
     return RunSide(
         throughput_fps=_median([p.throughput_fps for p in shown]),
-        p99_ms=_median([p.latency.p99_ms for p in shown]),
+        p99_ms=_median([p.latency.p99 for p in shown]),
         valid=bool(counted),
         valid_repeats=len(counted),
         repeats=len(points),
@@ -135,8 +135,8 @@ class Comparison:
         }
 
 
-def _grouped(results: RunResults) -> dict[Key, list[PointRecord]]:
-    groups: dict[Key, list[PointRecord]] = {}
+def _grouped(results: RunResults) -> dict[Key, list[PointResult]]:
+    groups: dict[Key, list[PointResult]] = {}
     for p in results.points:
         groups.setdefault((p.server, p.model, p.batch, p.concurrency), []).append(p)
     return groups
@@ -144,7 +144,7 @@ def _grouped(results: RunResults) -> dict[Key, list[PointRecord]]:
 
 def compare_runs(run_a: Path, run_b: Path) -> Comparison:
     """Every point of either run, with both runs' aggregates; ReportError for bad input."""
-    a, b = load_results(run_a), load_results(run_b)
+    a, b = read_results(run_a), read_results(run_b)
     groups_a, groups_b = _grouped(a), _grouped(b)
     kinds = list(dict.fromkeys([*a.kinds, *b.kinds]))
     models = list(dict.fromkeys([*a.models, *b.models]))

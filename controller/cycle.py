@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ class PointCycle:
         point_dir.mkdir(parents=True)
         result = self._serve_and_load(point, point_dir)
         clean = result.window is not None and not any(result.errors.values())
-        self._served_cleanly = (point.server, result.window["end_epoch"]) if clean else None
+        self._served_cleanly = (point.server, result.window.end_epoch) if clean else None
         return result
 
     def _still_serving(self, kind: str) -> bool:
@@ -82,7 +81,7 @@ class PointCycle:
         if result.window is None:
             result.reasons = ["no client summary came back"]
             return result
-        window = Window(result.window["start_epoch"], result.window["end_epoch"])
+        window = Window(result.window.start_epoch, result.window.end_epoch)
         seen = self.lab.observe(point, window, summaries, self.link)
         notes: list[str] = []
         if seen is None:
@@ -90,10 +89,10 @@ class PointCycle:
             seen = Observation()
         elif seen.error is not None:
             notes.append(f"Prometheus: {seen.error}")
-        result.proxy = asdict(seen.proxy) if seen.proxy else None
-        result.server_metrics = asdict(seen.server) if seen.server else None
-        result.cpu = asdict(seen.cpu) if seen.cpu else None
-        result.network = asdict(seen.network) if seen.network else None
+        result.proxy = seen.proxy
+        result.server_metrics = seen.server
+        result.cpu = seen.cpu
+        result.network = seen.network
         result.scrape_coverage = worst_coverage(seen.coverage) if seen.coverage else None
         result.reasons = notes + self._judge(result, window, summaries, seen)
         result.valid = not result.reasons
@@ -115,7 +114,7 @@ class PointCycle:
             bounds.stability_intervals,
             bounds.max_spread,
         )
-        result.stability = asdict(stable) if stable else None
+        result.stability = stable
         cpu, proxy = seen.cpu, seen.proxy
         if cpu is None:
             client_cpu, source = None, ""
@@ -126,7 +125,7 @@ class PointCycle:
         return judge(
             bounds=bounds,
             window=self.plan.window,
-            measured_window_s=result.window["duration_s"] if result.window else None,
+            measured_window_s=result.window.duration_s if result.window else None,
             requests=result.requests,
             errors=result.errors,
             verify_failures=result.verify_failures,

@@ -10,12 +10,12 @@ still judges after old run directories are pruned.
 Records are grouped into comparable series by the plan's name, a hash of the
 plan's measuring settings (window, repeats, validity: what changes how a point
 is measured, not which points there are) and a hash of the hosts (hostname,
-CPU model, cores, memory of each platform).
+CPU model, cores, memory of each platform). The `servelab history` command, which
+prints and draws the index, is in controller/trend.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -28,9 +28,8 @@ from typing import Any
 
 from servelab.controller.compare import aggregate_side
 from servelab.controller.filelock import exclusive
-from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.plan import DEFAULT_VALIDITY
-from servelab.controller.records import PointRecord, RunResults, load_results
+from servelab.controller.results import PointResult, RunResults, read_results
 
 HISTORY_FILE = "history.jsonl"
 HISTORY_LOCK = ".history.lock"
@@ -177,11 +176,20 @@ def _numbers_as_floats(value: Any) -> Any:
     return value
 
 
+# Validity bounds added after runs entered histories: at their default they leave a plan's
+# hash as it was, so the runs before them stay comparable with the runs after.
+LATER_VALIDITY_FIELDS = ("min_scrape_coverage",)
+
+
 def method_hash(plan: dict[str, Any]) -> str:
     """How the plan measures a point, with its defaults written out (as plan.py fills them)."""
     settings = {k: v for k, v in plan.items() if k not in PLAN_POINT_KEYS}
     settings.setdefault("repeats", 1)
-    settings["validity"] = {**asdict(DEFAULT_VALIDITY), **(plan.get("validity") or {})}
+    validity = {**asdict(DEFAULT_VALIDITY), **(plan.get("validity") or {})}
+    for name in LATER_VALIDITY_FIELDS:
+        if validity[name] == getattr(DEFAULT_VALIDITY, name):
+            del validity[name]
+    settings["validity"] = validity
     return _digest(_numbers_as_floats(settings))
 
 
@@ -199,9 +207,9 @@ def hosts_identity(results: RunResults) -> tuple[str, tuple[str, ...]]:
     return _digest(identity), lines
 
 
-def point_values(points: Sequence[PointRecord]) -> tuple[PointValue, ...]:
+def point_values(points: Sequence[PointResult]) -> tuple[PointValue, ...]:
     """Each (server, model, batch, concurrency) of a run, its repeats aggregated as compare does."""
-    groups: dict[PointKey, list[PointRecord]] = {}
+    groups: dict[PointKey, list[PointResult]] = {}
     for p in points:
         groups.setdefault((p.server, p.model, p.batch, p.concurrency), []).append(p)
     values = []
@@ -222,7 +230,7 @@ def point_values(points: Sequence[PointRecord]) -> tuple[PointValue, ...]:
 
 def record_of(run_dir: Path, results_root: Path) -> HistoryRecord:
     """The index record of a run directory (its results.json)."""
-    results = load_results(run_dir)
+    results = read_results(run_dir)
     hosts_id, hosts = hosts_identity(results)
     try:
         path = str(run_dir.resolve().relative_to(results_root.resolve()))
@@ -302,64 +310,3 @@ def _same(a: HistoryRecord, b: HistoryRecord) -> bool:
         return {k: v for k, v in r.to_json().items() if k != "registered"}
 
     return content(a) == content(b)
-
-
-# ---------------------------------------------------------------------------
-# `servelab history`
-
-
-def register_cli(groups: Any) -> None:
-    """The `servelab history` subcommand."""
-    parser = groups.add_parser(
-        "history", help="list the registered runs, a point's trend, and draw the trend charts"
-    )
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=PROJECT_DIR / "results",
-        help="the results directory holding history.jsonl (default: results/ in the project)",
-    )
-    parser.add_argument("--plan", help="only the runs of this plan (its name)")
-    parser.add_argument(
-        "--point",
-        metavar="SLUG",
-        help="the trend of one point, e.g. ref-openvino-resnet_v1_50-b1-c2",
-    )
-    parser.add_argument(
-        "--charts",
-        type=Path,
-        metavar="DIR",
-        help="write a trend chart (PNG) per point of the newest run into DIR",
-    )
-    parser.add_argument(
-        "--register",
-        type=Path,
-        metavar="RUN_DIR",
-        help="add a finished run to the history (servelab run does this itself)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the runs as JSON")
-    parser.set_defaults(handler=_command)
-
-
-def _command(args: argparse.Namespace) -> int:
-    from servelab.controller import trend
-
-    if args.register is not None:
-        record = register(args.register, args.results)
-        print(f"registered {record.run_id} in {args.results / HISTORY_FILE}")
-    records = read_history(args.results)
-    if args.plan:
-        records = [r for r in records if r.plan_name == args.plan]
-    if not records:
-        print(f"no run registered in {args.results / HISTORY_FILE}")
-        return 0
-    if args.json:
-        print(json.dumps([r.to_json() for r in records], indent=2))
-    elif args.point:
-        print(trend.format_point_trend(records, args.point))
-    else:
-        print(trend.format_runs(records))
-    if args.charts is not None:
-        for chart in trend.write_trend_charts(records, records[-1], args.charts):
-            print(chart.path)
-    return 0

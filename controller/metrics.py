@@ -3,12 +3,11 @@
 The scrape jobs are the ones playbooks/client.yml gives the monitoring role:
 `haproxy` (HAProxy's exporter; one frontend and backend per server kind, named
 after the kind), `node` (a node exporter per host, labelled with its `platform`)
-and `model_server` (each kind's own metrics, labelled with its `kind`).
+and `model_server` (each kind's own metrics, labelled with its `kind`). The records
+returned are results.json's own (controller/results.py).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from servelab.controller.kinds import server_kind
 from servelab.controller.prometheus import (
@@ -18,55 +17,14 @@ from servelab.controller.prometheus import (
     window_increase,
     window_rate,
 )
+from servelab.controller.results import CpuUse, NetworkUse, ProxyMetrics, ServerSideMetrics
 
 # Scrapes are one second apart: the raw samples are fetched with this much on each side.
 MARGIN_S = 3.0
 
 
-@dataclass
-class ProxyMetrics:
-    requests: int  # requests HAProxy forwarded inside the window (interpolated, rounded)
-    requests_per_s: float | None  # between the first and last scrape inside the window
-    rate_span_s: float | None  # how long that stretch was
-    avg_response_ms: float | None  # HAProxy's own average over its last 1024 responses
-    bytes_per_s: float | None  # both directions through the backend
-
-
-@dataclass
-class ServerSideMetrics:
-    requests: int  # Predict calls the server answered with OK inside the window
-    requests_per_s: float | None  # between the first and last scrape inside the window
-    errors: int
-    request_ms_mean: float | None
-    inference_ms_mean: float | None
-    process_cpu: float | None  # the server process's CPU, in cores
-
-
-@dataclass
-class CpuUse:
-    server: float | None  # busy fraction of the server platform's cores (node exporter)
-    client: float | None  # busy fraction of the client platform's cores
-    client_pool: float | None  # the client pools' own share of their hosts' cores
-    server_cores: int | None
-    client_cores: int | None
-    shared_host: bool  # both platforms on one kernel: node CPU counts both
-
-
 # A point whose busier direction used this share of the link was limited by the network.
 NEAR_CAPACITY = 0.8
-
-
-@dataclass
-class NetworkUse:
-    """The server host's lab interface over the window (node exporter)."""
-
-    host: str
-    device: str
-    receive_bytes_per_s: float | None  # requests arriving at the server host
-    transmit_bytes_per_s: float | None  # responses leaving it
-    link_mbps: float | None  # the link's speed, when the host or the inventory knows it
-    link_use: float | None  # the busier direction's share of the link
-    near_capacity: bool  # link_use at or above NEAR_CAPACITY: the network set the pace
 
 
 def _selector(name: str, *matchers: str) -> str:

@@ -31,7 +31,7 @@ from servelab.controller.argtypes import json_object
 from servelab.controller.history import HistoryError
 from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.plan import load_plan
-from servelab.controller.records import ReportError
+from servelab.controller.results import ReportError
 from servelab.controller.verdict import REGRESSED, Settings, Verdict, register_and_judge
 
 EXIT_OK = 0  # the run finished cleanly and no point regressed

@@ -1,6 +1,6 @@
 """The report of a run: results.csv, report.md, report.html and charts/*.png from results.json.
 
-Every number shown comes from the run's results.json (read by controller/records.py);
+Every number shown comes from the run's results.json (read by controller/results.py);
 nothing is measured or assumed here. The published result shape is kept: throughput
 per model and batch size, each server kind's throughput relative to the plan's
 baseline kind at the same model and batch size, and each configuration relative to
@@ -15,10 +15,8 @@ concurrency on a tie). Invalid and failed points never enter a gain.
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import io
-import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,21 +25,31 @@ from typing import Any
 
 import yaml
 
+from servelab.controller.charts import CHARTS_DIR, Chart, chart_slug, save_chart, write_bytes
+from servelab.controller.formats import (
+    DASH,
+    format_bytes,
+    format_count,
+    format_fps,
+    format_fraction,
+    format_megabytes,
+    format_ms,
+    format_percent,
+)
 from servelab.controller.kinds import KINDS
 from servelab.controller.metrics import NEAR_CAPACITY
 from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.plan import DEFAULT_VALIDITY
-from servelab.controller.records import (
-    DASH,
+from servelab.controller.results import (
     LATENCY_FIELDS,
-    PointRecord,
+    PointResult,
     ReportError,
     RunResults,
-    load_results,
+    read_results,
 )
+from servelab.controller.trend import TrendSection, report_section
 
 TEMPLATES_DIR = PROJECT_DIR / "templates"
-CHARTS_DIR = "charts"
 
 # Distinctive colours per server kind (the HTML test finds them in a screenshot); a kind
 # the registry does not know (an old results.json) takes one of the others.
@@ -76,10 +84,10 @@ def _median(values: Iterable[float | None]) -> float | None:
 
 
 def aggregate_configs(
-    points: Iterable[PointRecord],
+    points: Iterable[PointResult],
 ) -> dict[tuple[str, str, int, int], ConfigThroughput]:
     """Per (kind, model, batch, concurrency) with a valid repeat: the median over valid repeats."""
-    groups: dict[tuple[str, str, int, int], list[PointRecord]] = {}
+    groups: dict[tuple[str, str, int, int], list[PointResult]] = {}
     for point in points:
         key = (point.server, point.model, point.batch, point.concurrency)
         groups.setdefault(key, []).append(point)
@@ -96,14 +104,14 @@ def aggregate_configs(
             throughput_fps=statistics.median(p.throughput_fps or 0.0 for p in counted),
             repeats=len(counted),
             repeats_total=len(group),
-            p50_ms=_median(p.latency.p50_ms for p in counted),
-            p90_ms=_median(p.latency.p90_ms for p in counted),
-            p99_ms=_median(p.latency.p99_ms for p in counted),
+            p50_ms=_median(p.latency.p50 for p in counted),
+            p90_ms=_median(p.latency.p90 for p in counted),
+            p99_ms=_median(p.latency.p99 for p in counted),
         )
     return configs
 
 
-def best_configs(points: Iterable[PointRecord]) -> dict[tuple[str, str, int], ConfigThroughput]:
+def best_configs(points: Iterable[PointResult]) -> dict[tuple[str, str, int], ConfigThroughput]:
     """Per (kind, model, batch): the concurrency with the highest median (lower on a tie)."""
     best: dict[tuple[str, str, int], ConfigThroughput] = {}
     for config in sorted(aggregate_configs(points).values(), key=lambda c: c.concurrency):
@@ -195,47 +203,14 @@ class PointCounts:
     failed: int
 
 
-def count_points(points: Sequence[PointRecord]) -> PointCounts:
+def count_points(points: Sequence[PointResult]) -> PointCounts:
     failed = sum(p.status == "failed" for p in points)
     valid = sum(p.status == "measured" and p.valid for p in points)
     return PointCounts(len(points), valid, len(points) - valid - failed, failed)
 
 
 # ---------------------------------------------------------------------------
-# Formatting (one place, so that every format shows the same rounding)
-
-
-def format_fps(value: float | None) -> str:
-    return DASH if value is None else f"{value:.1f}"
-
-
-def format_ms(value: float | None) -> str:
-    if value is None:
-        return DASH
-    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
-
-
-def format_percent(value: float | None, digits: int = 1) -> str:
-    """A value already in percent."""
-    return DASH if value is None else f"{value:.{digits}f}%"
-
-
-def format_fraction(value: float | None, digits: int = 0) -> str:
-    """A fraction (1.0 = 100%) as a percentage."""
-    return DASH if value is None else f"{100.0 * value:.{digits}f}%"
-
-
-def format_megabytes(value: float | None) -> str:
-    """Bytes per second as MB/s (10^6 bytes)."""
-    return DASH if value is None else f"{value / 1e6:.2f}"
-
-
-def format_count(value: int | None) -> str:
-    return DASH if value is None else str(value)
-
-
-def format_bytes(value: int | None) -> str:
-    return DASH if value is None else f"{value / 2**30:.1f} GiB"
+# Markdown cells (numbers are formatted by controller/formats.py)
 
 
 def _markdown_cell(value: Any) -> str:
@@ -291,7 +266,7 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-def csv_row(point: PointRecord) -> dict[str, str]:
+def csv_row(point: PointResult) -> dict[str, str]:
     """One point flattened to the CSV's columns (full precision, empty for null)."""
     proxy, metrics, cpu, window = point.proxy, point.server_metrics, point.cpu, point.window
     values: dict[str, Any] = {
@@ -305,7 +280,7 @@ def csv_row(point: PointRecord) -> dict[str, str]:
         "reasons": "; ".join(point.reasons),
         "throughput_fps": point.throughput_fps,
         "requests_per_s": point.requests_per_s,
-        **{f"latency_{n}_ms": getattr(point.latency, f"{n}_ms") for n in LATENCY_FIELDS},
+        **{f"latency_{n}_ms": getattr(point.latency, n) for n in LATENCY_FIELDS},
         "requests": point.requests,
         "errors_total": point.errors_total,
         "errors": " ".join(f"{code}={n}" for code, n in (point.errors or {}).items()),
@@ -316,8 +291,8 @@ def csv_row(point: PointRecord) -> dict[str, str]:
         "server_requests": metrics.requests if metrics else None,
         "server_requests_per_s": metrics.requests_per_s if metrics else None,
         "server_errors": metrics.errors if metrics else None,
-        "server_request_mean_ms": metrics.request_mean_ms if metrics else None,
-        "server_inference_mean_ms": metrics.inference_mean_ms if metrics else None,
+        "server_request_mean_ms": metrics.request_ms_mean if metrics else None,
+        "server_inference_mean_ms": metrics.inference_ms_mean if metrics else None,
         "cpu_server_fraction": cpu.server if cpu else None,
         "cpu_client_fraction": cpu.client if cpu else None,
         "cpu_client_pool_fraction": cpu.client_pool if cpu else None,
@@ -331,7 +306,7 @@ def csv_row(point: PointRecord) -> dict[str, str]:
     return {column: _csv_value(values[column]) for column in CSV_COLUMNS}
 
 
-def _csv_text(points: Sequence[PointRecord]) -> str:
+def _csv_text(points: Sequence[PointResult]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -344,37 +319,10 @@ def _csv_text(points: Sequence[PointRecord]) -> str:
 # Charts
 
 
-@dataclass(frozen=True)
-class Chart:
-    path: Path  # charts/<name>.png inside the run directory
-    title: str
-
-    @property
-    def relative_path(self) -> str:
-        return f"{CHARTS_DIR}/{self.path.name}"
-
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
-
-
 def kind_colours(kinds: Sequence[str]) -> dict[str, str]:
     """A fixed colour per kind: the known kinds' own, others from a palette in order."""
     others = iter(OTHER_KIND_COLOURS * (len(kinds) // len(OTHER_KIND_COLOURS) + 1))
     return {kind: KIND_COLOURS.get(kind) or next(others) for kind in kinds}
-
-
-def chart_slug(text: str) -> str:
-    """A name made safe for a chart's file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-
-
-def save_chart(figure: Any, path: Path) -> None:
-    """Write a matplotlib figure as a PNG whose bytes depend on the figure alone."""
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    # No Software/date metadata: the same results give the same bytes.
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    _write_bytes(path, buffer.getvalue())
 
 
 Best = Mapping[tuple[str, str, int], ConfigThroughput]
@@ -483,6 +431,8 @@ def write_charts(results: RunResults, best: Best, charts_dir: Path) -> list[Char
     """Throughput per batch size, throughput against batch size, latency; PNGs in charts_dir."""
     if not best:
         return []
+    # matplotlib is imported where a chart is drawn (here and in the figures above):
+    # it costs about a second, which compare, history and a resumed run never need.
     import matplotlib.style
 
     charts_dir.mkdir(parents=True, exist_ok=True)
@@ -522,13 +472,6 @@ def write_charts(results: RunResults, best: Best, charts_dir: Path) -> list[Char
 # The report
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Written whole or not at all: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _environment() -> Any:
     import jinja2
 
@@ -563,7 +506,9 @@ def _matrix(
     return [(k, [cells[b] for b in columns]) for k, cells in grouped.items()]
 
 
-def _context(results: RunResults, charts: Sequence[Chart], trends: Any = None) -> dict[str, Any]:
+def _context(
+    results: RunResults, charts: Sequence[Chart], trends: TrendSection | None = None
+) -> dict[str, Any]:
     best = best_configs(results.points)
     gains = relative_to_baseline(results, best)
     batch1 = relative_to_baseline_batch1(results, best)
@@ -611,7 +556,9 @@ def _note_order(rows: Sequence[Relative]) -> Any:
     return lambda note: order[note]
 
 
-def render(results: RunResults, charts: Sequence[Chart], trends: Any = None) -> tuple[str, str]:
+def render(
+    results: RunResults, charts: Sequence[Chart], trends: TrendSection | None = None
+) -> tuple[str, str]:
     """The Markdown and the self-contained HTML report."""
     env = _environment()
     context = _context(results, charts, trends)
@@ -624,7 +571,7 @@ def build_report(run_dir: Path) -> list[Path]:
     """Write results.csv, report.md, report.html and charts/*.png into run_dir; their paths."""
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
-    results = load_results(run_dir)
+    results = read_results(run_dir)
     charts_dir = run_dir / CHARTS_DIR
     charts = write_charts(results, best_configs(results.points), charts_dir)
     # Charts of an earlier build that this one did not draw would be stale.
@@ -634,14 +581,12 @@ def build_report(run_dir: Path) -> list[Path]:
             old.unlink()
     points = sorted(results.points, key=results.sort_key)
     csv_path = run_dir / "results.csv"
-    _write_bytes(csv_path, _csv_text(points).encode())
-    from servelab.controller.trend import report_section  # it imports this module
-
+    write_bytes(csv_path, _csv_text(points).encode())
     trends = report_section(run_dir)  # None until the run has a verdict.json
     markdown, html = render(results, charts, trends)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    _write_bytes(md_path, markdown.encode())
-    _write_bytes(html_path, html.encode())
+    write_bytes(md_path, markdown.encode())
+    write_bytes(html_path, html.encode())
     trend_charts = [chart.path for chart in trends.charts] if trends else []
     return [csv_path, md_path, html_path, *(chart.path for chart in charts), *trend_charts]
 

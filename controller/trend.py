@@ -1,5 +1,5 @@
-"""Trends over the history: a chart per point, the tables `servelab history` prints, and
-the verdict section of a run's report.
+"""Trends over the history: a chart per point, the verdict section of a run's report,
+and the `servelab history` command with the tables it prints.
 
 A trend chart shows one point (server kind, model, batch, concurrency) over the
 runs of its series: every earlier run's value (a hollow marker where the point
@@ -9,20 +9,25 @@ at the verdict's confidence, and the judged run coloured by its status.
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servelab.controller.charts import CHARTS_DIR, Chart, chart_slug, save_chart
+from servelab.controller.formats import DASH, format_fps
 from servelab.controller.history import (
+    HISTORY_FILE,
     HistoryError,
     HistoryRecord,
     PointKey,
     PointValue,
     read_history,
+    register,
 )
-from servelab.controller.records import DASH
-from servelab.controller.report import CHARTS_DIR, Chart, chart_slug, format_fps, save_chart
+from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.verdict import (
     IMPROVED,
     NOT_JUDGED,
@@ -40,7 +45,7 @@ UNCHANGED_COLOUR = "#1565c0"
 
 
 class TrendChart(Chart):
-    """A chart in charts/trend/ (report.Chart assumes charts/)."""
+    """A chart in charts/trend/ (charts.Chart assumes charts/)."""
 
     @property
     def relative_path(self) -> str:
@@ -124,6 +129,8 @@ def write_trend_charts(
     verdict: Verdict | None = None,
 ) -> list[Chart]:
     """One PNG per point of `run`: its value in each earlier run of the series, and this one."""
+    # matplotlib is imported where a chart is drawn: `servelab history` without --charts
+    # and the verdict alone never pay its second of start-up.
     import matplotlib.style
 
     verdict = verdict or judge(run, records)
@@ -209,3 +216,62 @@ def format_point_trend(records: Sequence[HistoryRecord], slug: str) -> str:
                 state = "valid" if p.valid else "INVALID: " + "; ".join(p.reasons)
                 lines.append(f"  {r.run_id:<34} {format_fps(p.throughput_fps):>9}  {state}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# The `servelab history` command
+
+
+def register_cli(groups: Any) -> None:
+    """The `servelab history` subcommand."""
+    parser = groups.add_parser(
+        "history", help="list the registered runs, a point's trend, and draw the trend charts"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=PROJECT_DIR / "results",
+        help="the results directory holding history.jsonl (default: results/ in the project)",
+    )
+    parser.add_argument("--plan", help="only the runs of this plan (its name)")
+    parser.add_argument(
+        "--point",
+        metavar="SLUG",
+        help="the trend of one point, e.g. ref-openvino-resnet_v1_50-b1-c2",
+    )
+    parser.add_argument(
+        "--charts",
+        type=Path,
+        metavar="DIR",
+        help="write a trend chart (PNG) per point of the newest run into DIR",
+    )
+    parser.add_argument(
+        "--register",
+        type=Path,
+        metavar="RUN_DIR",
+        help="add a finished run to the history (servelab run does this itself)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the runs as JSON")
+    parser.set_defaults(handler=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.register is not None:
+        record = register(args.register, args.results)
+        print(f"registered {record.run_id} in {args.results / HISTORY_FILE}")
+    records = read_history(args.results)
+    if args.plan:
+        records = [r for r in records if r.plan_name == args.plan]
+    if not records:
+        print(f"no run registered in {args.results / HISTORY_FILE}")
+        return 0
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+    elif args.point:
+        print(format_point_trend(records, args.point))
+    else:
+        print(format_runs(records))
+    if args.charts is not None:
+        for chart in write_trend_charts(records, records[-1], args.charts):
+            print(chart.path)
+    return 0

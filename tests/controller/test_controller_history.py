@@ -271,3 +271,21 @@ def test_a_plan_that_writes_out_its_defaults_measures_the_same_way():
     assert method_hash(terse) == method_hash(spelled)
     assert method_hash(terse) != method_hash({**terse, "repeats": 3})
     assert method_hash(terse) != method_hash({**terse, "validity": {"max_spread": 0.3}})
+
+
+def test_a_plans_method_hash_is_the_one_earlier_versions_gave_it():
+    """Histories kept before a validity bound was added still compare with runs after it."""
+    from servelab.controller.history import method_hash
+
+    plan = {
+        "name": "quick",
+        "servers": ["ref-openvino", "ref-tensorflow"],
+        "baseline": "ref-tensorflow",
+        "models": ["resnet_v1_50"],
+        "batches": [1, 8],
+        "concurrency": [2],
+        "window": {"duration_s": 10},
+    }
+    # The digest commit 7640b42 (before min_scrape_coverage) gave this plan.
+    assert method_hash(plan) == "f412c31f8e924b76"
+    assert method_hash(plan) != method_hash({**plan, "validity": {"min_scrape_coverage": 0.5}})

@@ -8,9 +8,18 @@ import pytest
 
 from servelab.clients.histogram import LogHistogram
 from servelab.controller.plan import Point
-from servelab.controller.results import from_clients, summary_table
+from servelab.controller.results import MeasuredWindow, from_clients, load, save, summary_table
 
 POINT = Point("ref-openvino", "tiny", 4, 2, 0)
+# what a run without provenance yet holds besides its id and plan
+EMPTY_RUN = {
+    "started": None,
+    "finished": None,
+    "git_commit": None,
+    "inventory": None,
+    "hosts": {},
+    "versions": {},
+}
 
 
 def _summary(latencies_s, batch=4, duration_s=2.0, errors=None, failures=0):
@@ -47,9 +56,9 @@ def test_two_hosts_add_up_and_their_latencies_merge_exactly():
     assert point.throughput_fps == pytest.approx(200 * 4 / 2.0)
     assert point.requests_per_s == pytest.approx(100.0)
     # 190 of 200 samples are at or under 20 ms, so p90 is 20 ms and p99 is 50 ms (1% buckets)
-    assert point.latency_ms["p90"] == pytest.approx(20.0, rel=0.01)
-    assert point.latency_ms["p99"] == pytest.approx(50.0, rel=0.01)
-    assert point.latency_ms["max"] == pytest.approx(50.0, rel=0.01)
+    assert point.latency_ms.p90 == pytest.approx(20.0, rel=0.01)
+    assert point.latency_ms.p99 == pytest.approx(50.0, rel=0.01)
+    assert point.latency_ms.max == pytest.approx(50.0, rel=0.01)
 
 
 def test_errors_and_wrong_answers_add_up_over_hosts():
@@ -70,7 +79,7 @@ def test_the_window_is_the_span_every_pool_measured():
     late = _summary([0.01] * 10)
     late["window"] = {"start_epoch": 1000.2, "end_epoch": 1001.9, "duration_s": 1.7}
     point = from_clients(POINT, {"c1": early, "c2": late})
-    assert point.window == {"start_epoch": 1000.2, "end_epoch": 1001.9, "duration_s": 1.7}
+    assert point.window == MeasuredWindow(start_epoch=1000.2, end_epoch=1001.9, duration_s=1.7)
 
 
 def test_no_summary_leaves_the_numbers_empty():
@@ -105,13 +114,11 @@ def test_the_in_process_ceiling_of_the_same_model_and_batch_is_attached():
 
 
 def test_results_json_round_trips(tmp_path: Path):
-    from servelab.controller.results import load, save
-
     point = from_clients(POINT, {"c1": _summary([0.010] * 100)})
     point.valid = True
-    save(tmp_path, {"id": "x"}, [point], ["a failure"])
+    save(tmp_path, {"id": "x", "plan": {"name": "p"}}, [point], ["a failure"])
     run, points, failures = load(tmp_path)
-    assert run == {"id": "x"}
+    assert run == {"id": "x", "plan": {"name": "p"}, **EMPTY_RUN}
     assert points == [point]
     assert failures == ["a failure"]
 

@@ -96,7 +96,14 @@ def point(
             "request_ms_mean": p50_ms * 0.8,
             "inference_ms_mean": p50_ms * 0.7,
         },
-        "cpu": None if failed else (cpu or {"server": 0.9, "client": 0.2, "client_pool": 0.15}),
+        "cpu": None
+        if failed
+        else {
+            **(cpu or {"server": 0.9, "client": 0.2, "client_pool": 0.15}),
+            "server_cores": 8,
+            "client_cores": 8,
+            "shared_host": False,
+        },
         "in_process_fps": in_process_fps,
         "stability": None
         if failed

@@ -1,0 +1,42 @@
+"""How every number of the report, `servelab compare` and `servelab history` is written.
+
+One place, so that every format shows the same rounding, and a number that does not
+exist looks the same everywhere (an en dash; empty in CSV).
+"""
+
+from __future__ import annotations
+
+DASH = "\u2013"  # an en dash: what a number that does not exist looks like, in every format but CSV
+
+
+def format_fps(value: float | None) -> str:
+    return DASH if value is None else f"{value:.1f}"
+
+
+def format_ms(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def format_percent(value: float | None, digits: int = 1) -> str:
+    """A value already in percent."""
+    return DASH if value is None else f"{value:.{digits}f}%"
+
+
+def format_fraction(value: float | None, digits: int = 0) -> str:
+    """A fraction (1.0 = 100%) as a percentage."""
+    return DASH if value is None else f"{100.0 * value:.{digits}f}%"
+
+
+def format_megabytes(value: float | None) -> str:
+    """Bytes per second as MB/s (10^6 bytes)."""
+    return DASH if value is None else f"{value / 1e6:.2f}"
+
+
+def format_count(value: int | None) -> str:
+    return DASH if value is None else str(value)
+
+
+def format_bytes(value: int | None) -> str:
+    return DASH if value is None else f"{value / 2**30:.1f} GiB"
