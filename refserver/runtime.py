@@ -1,9 +1,5 @@
-"""The interface both runtimes implement, and the lazy loader that picks one.
-
-Each runtime lives in its own module and imports its framework only when a
-model is loaded, so an OpenVINO server never imports TensorFlow and the other
-way round.
-"""
+"""The interface both runtimes implement (refserver/openvino_runtime.py and
+tensorflow_runtime.py); refserver/server.py picks one per model."""
 
 from __future__ import annotations
 
@@ -11,8 +7,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
-from servelab.refserver.config import ModelConfig
 
 
 class InferenceError(RuntimeError):
@@ -52,16 +46,3 @@ class Runtime(Protocol):
     def infer(self, inputs: dict[str, np.ndarray]) -> Inference: ...
 
     def close(self) -> None: ...
-
-
-def load_runtime(kind: str, model: ModelConfig, performance_hint: str) -> Runtime:
-    """Load `model` on the runtime `kind`, importing that runtime's framework now."""
-    if kind == "openvino":
-        from servelab.refserver.openvino_runtime import OpenVINORuntime
-
-        return OpenVINORuntime(model, performance_hint)
-    if kind == "tensorflow":
-        from servelab.refserver.tensorflow_runtime import TensorFlowRuntime
-
-        return TensorFlowRuntime(model)
-    raise ValueError(f"unknown runtime {kind!r}")

@@ -17,15 +17,30 @@ from concurrent import futures
 
 import grpc
 
-from servelab.refserver.config import ServerConfig
+from servelab.refserver.config import ModelConfig, ServerConfig
 from servelab.refserver.metrics import ServerMetrics
 from servelab.refserver.models import ModelRegistry, State
 from servelab.refserver.rest import start_rest_server
-from servelab.refserver.runtime import load_runtime
+from servelab.refserver.runtime import Runtime
 from servelab.refserver.service import Servicer
 from servelab.wire.api import CHANNEL_OPTIONS
 
 log = logging.getLogger("refserver")
+
+
+def load_runtime(kind: str, model: ModelConfig, performance_hint: str) -> Runtime:
+    """Load `model` on the runtime `kind`, importing that runtime's framework now: an
+    OpenVINO server never imports TensorFlow (seconds, hundreds of MB), nor the reverse."""
+    if kind == "openvino":
+        from servelab.refserver.openvino_runtime import OpenVINORuntime
+
+        return OpenVINORuntime(model, performance_hint)
+    if kind == "tensorflow":
+        from servelab.refserver.tensorflow_runtime import TensorFlowRuntime
+
+        return TensorFlowRuntime(model)
+    raise ValueError(f"unknown runtime {kind!r}")
+
 
 # gRPC sets SO_REUSEPORT by default on Linux, which lets a second server bind a
 # port that is in use and silently share its traffic; refserver wants the error.

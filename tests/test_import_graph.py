@@ -15,13 +15,6 @@ import tomllib
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-# refserver's load_runtime imports a runtime's module only when that runtime is
-# asked for: the module imports OpenVINO or TensorFlow (seconds, hundreds of MB),
-# and takes its base types from refserver/runtime.py. The only edges left out.
-HEAVY_RUNTIME_IMPORTS = {
-    ("servelab.refserver.runtime", "servelab.refserver.openvino_runtime"),
-    ("servelab.refserver.runtime", "servelab.refserver.tensorflow_runtime"),
-}
 
 
 def _package_dirs() -> dict[str, Path]:
@@ -63,7 +56,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         for target in targets:
             while target and target not in modules:
                 target = target.rpartition(".")[0]
-            if target and target != name and (name, target) not in HEAVY_RUNTIME_IMPORTS:
+            if target and target != name:
                 found.add(target)
     return found
 
