@@ -71,9 +71,14 @@ options:
                default: ""}
   ready_ports: {description: Verified when each of these ports accepts connections, type: list,
                 elements: int, default: []}
+  ready_contains: {description: Texts the answer of ready_url must hold, type: list, elements: str,
+                   default: []}
+  directories: {description: Directories the daemon needs (made 0755 when missing), type: list,
+                elements: path, default: []}
 """
 
 POLL_S = 0.25
+RECHECK_S = 0.5
 TAIL_LINES = 8
 # start-stop-daemon --status: 0 running; 1 dead, pidfile left; 3 not running; 4 unknown.
 RUNNING, DEAD, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
@@ -157,15 +162,15 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
-def http_status(url: str) -> int:
-    """The status the URL answers with; -1 when nothing answers."""
+def http_get(url: str) -> tuple[int, str]:
+    """The status the URL answers with (-1 when nothing answers) and the body."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
+            return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, ""
     except (OSError, ValueError):
-        return -1
+        return -1, ""
 
 
 def accepts(host: str, port: int) -> bool:
@@ -202,7 +207,14 @@ def _fail(daemon: Daemon, what: str, context: str) -> NotReady:
 
 
 def _alive(daemon: Daemon) -> bool:
-    return run(daemon.alive_argv()).returncode == 0
+    """Whether it runs. A process just started may still be start-stop-daemon's fork,
+    before its exec, and not match yet: "not running" needs a second look."""
+    for attempt in range(2):
+        if run(daemon.alive_argv()).returncode == 0:
+            return True
+        if attempt == 0:
+            time.sleep(RECHECK_S)
+    return False
 
 
 def wait_ready(
@@ -216,6 +228,7 @@ def wait_ready(
     context: str,
     host: str = "127.0.0.1",
     ports: tuple[int, ...] = (),
+    contains: tuple[str, ...] = (),
 ) -> None:
     """Return once the daemon answers as asked and still runs; NotReady otherwise."""
     deadline = time.monotonic() + timeout_s
@@ -230,11 +243,13 @@ def wait_ready(
         result = run(command, daemon.environment)
         if result.returncode != 0:
             raise _fail(daemon, f"did not become {ready_what}: {result.stderr.strip()}", context)
-    status = 200
+    status, missing = 200, []
     if url:
         while True:
-            status = http_status(url)
-            if status not in waiting_statuses or time.monotonic() > deadline:
+            status, body = http_get(url)
+            missing = [text for text in contains if text not in body]
+            answered = status not in waiting_statuses and not (status == 200 and missing)
+            if answered or time.monotonic() > deadline:
                 break
             if not _alive(daemon):
                 raise _fail(daemon, "is not running", context)
@@ -246,6 +261,8 @@ def wait_ready(
         raise _fail(daemon, f"did not answer on {url} within {timeout_s} s", context)
     if status != 200:
         raise _fail(daemon, f"answered {status} on {url}", context)
+    if missing:
+        raise _fail(daemon, f"answered on {url} without {', '.join(missing)}", context)
 
 
 @dataclass
@@ -263,12 +280,21 @@ def converge(
     restart: bool = False,
     before_start: Callable[[], None] = lambda: None,
     context: str = "",
+    directories: tuple[str, ...] = (),
 ) -> Outcome:
     """Bring a process daemon to `state`: stop, start or restart it as needed."""
     outcome = Outcome()
     status = run(daemon.status_argv()).returncode
+    if status == DEAD:  # or just started, still start-stop-daemon's fork before its exec
+        time.sleep(RECHECK_S)
+        status = run(daemon.status_argv()).returncode
     if status not in (RUNNING, DEAD, NOT_RUNNING, UNKNOWN):
         raise RuntimeError(f"start-stop-daemon --status of {daemon.name} exited {status}")
+    if state == "started":
+        for directory in directories:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, mode=0o755)
+                outcome.changed = True
     if state == "started" and cmdline_file and _read(cmdline_file) != daemon.cmdline():
         with open(cmdline_file, "w", encoding="utf-8") as handle:
             handle.write(daemon.cmdline())
@@ -331,6 +357,8 @@ def main() -> None:
             "free_ports": {"type": "list", "elements": "dict", "default": []},
             "ports_hint": {"type": "str", "default": ""},
             "ready_ports": {"type": "list", "elements": "int", "default": []},
+            "ready_contains": {"type": "list", "elements": "str", "default": []},
+            "directories": {"type": "list", "elements": "path", "default": []},
         },
         required_if=[
             ("runtime", "process", ("executable", "pidfile", "log")),
@@ -363,6 +391,7 @@ def main() -> None:
                 p["restart"],
                 lambda: check_free(p["bind_address"], p["free_ports"], p["ports_hint"]),
                 p["context"],
+                tuple(p["directories"]),
             )
         else:
             outcome = Outcome(running=p["state"] == "started")
@@ -377,6 +406,7 @@ def main() -> None:
                 context=p["context"],
                 host=p["bind_address"],
                 ports=tuple(p["ready_ports"]),
+                contains=tuple(p["ready_contains"]),
             )
     except (NotReady, RuntimeError) as error:
         module.fail_json(msg=str(error))

@@ -1,7 +1,8 @@
-"""The monitoring role: node exporters and a Prometheus that scrapes the lab every second.
+"""The prometheus role (with node_exporter): a Prometheus that scrapes the lab every second.
 
 Real processes on loopback: Debian's prometheus-node-exporter and prometheus run as
-lab processes under a temporary state directory on free ports, scraping the node
+lab processes (the node_exporter role, then the prometheus role) under a temporary
+state directory on free ports, Prometheus scraping the node
 exporter twice (as the server and as the client platform, as on the embedded
 one-machine lab) and a real refserver's /metrics. What users rely on: the series
 carry the job and labels given, refserver's request counter reaches Prometheus
@@ -37,7 +38,7 @@ from tests.support.refserver import RefServerProcess, free_port, running_refserv
 from tests.support.roles import PlayResult, apply_role
 
 PROJECT = Path(__file__).resolve().parents[2]
-ROLE = PROJECT / "roles" / "monitoring"
+ROLES = {name: PROJECT / "roles" / name for name in ("node_exporter", "prometheus")}
 BIN = Path(sys.executable).parent
 # The daemons' process names, as start-stop-daemon matches them (15 characters kept).
 DAEMONS = {"node_exporter": "prometheus-node", "prometheus": "prometheus"}
@@ -47,8 +48,21 @@ TFSERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def _play(directory: Path, variables: dict[str, Any], name: str = "play.yml") -> PlayResult:
-    """Apply the role to localhost with these variables; the play's outcome."""
-    return apply_role(ROLE, variables, directory / name)
+    """Apply the node_exporter role, then the prometheus role, as the lab's client.yml
+    does; the outcome of the first play that failed, else both plays' counts summed."""
+    results = []
+    for role, path in ROLES.items():
+        mine = {k: v for k, v in variables.items() if not k.startswith(_OTHER_PREFIX[role])}
+        result = apply_role(path, mine, directory / f"{role}-{name}")
+        if result.returncode != 0:
+            return result
+        results.append(result)
+    recap = {k: sum(r.recap.get(k, 0) for r in results) for k in results[0].recap}
+    return PlayResult(0, "\n".join(r.output for r in results), recap)
+
+
+# Each play gets the lab-wide settings and its own role's variables.
+_OTHER_PREFIX = {"node_exporter": "prometheus_", "prometheus": "node_exporter_"}
 
 
 def _variables(state: Path, node_exporter_port: int, prometheus_port: int, **more: Any) -> dict:
@@ -143,8 +157,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, tiny_repo: Path) -> Iterator[L
             state,
             node_exporter_port,
             prometheus_port,
-            monitoring_prometheus=True,
-            monitoring_scrape_jobs=[
+            prometheus_scrape_jobs=[
                 {
                     "job": "node",
                     "targets": [
@@ -295,10 +308,10 @@ def test_a_second_run_changes_nothing(lab: Lab) -> None:
 def test_a_required_target_that_is_down_fails_the_play_naming_it(lab: Lab) -> None:
     down = f"127.0.0.1:{free_port()}"
     jobs = [
-        *lab.variables["monitoring_scrape_jobs"],
+        *lab.variables["prometheus_scrape_jobs"],
         {"job": "haproxy", "targets": [{"address": down, "labels": {"platform": "client"}}]},
     ]
-    variables = {**lab.variables, "monitoring_scrape_jobs": jobs, "monitoring_target_timeout_s": 10}
+    variables = {**lab.variables, "prometheus_scrape_jobs": jobs, "prometheus_target_timeout_s": 10}
     started = time.monotonic()
     play = _play(lab.directory, variables, "down.yml")
     elapsed = time.monotonic() - started
@@ -319,25 +332,22 @@ def test_a_required_target_that_is_down_fails_the_play_naming_it(lab: Lab) -> No
 @pytest.mark.parametrize(
     ("wrong", "named"),
     [
-        ({"monitoring_retention": "15 days"}, "monitoring_retention"),
-        ({"monitoring_state": "running"}, "monitoring_state"),
-        ({"monitoring_scrape_jobs": [{"job": "node", "targets": []}]}, "monitoring_scrape_jobs"),
-        ({"monitoring_scrape_jobs": [{"job": "node"}]}, "monitoring_scrape_jobs"),
-        # nothing listens there: preflight fails before anything starts
-        (
-            {"monitoring_prometheus_port": 19999, "monitoring_node_exporter_port": 19999},
-            "monitoring_prometheus_port",
-        ),
+        ({"prometheus_retention": "15 days"}, "prometheus_retention"),
+        ({"prometheus_state": "running"}, "prometheus_state"),
+        ({"prometheus_scrape_jobs": [{"job": "node", "targets": []}]}, "prometheus_scrape_jobs"),
+        ({"prometheus_scrape_jobs": [{"job": "node"}]}, "prometheus_scrape_jobs"),
+        # preflight fails before anything starts
+        ({"prometheus_port": 70000}, "prometheus_port"),
     ],
-    ids=["retention", "state", "job-without-targets", "job-without-targets-key", "same-ports"],
+    ids=["retention", "state", "job-without-targets", "job-without-targets-key", "port"],
 )
 def test_a_wrong_variable_fails_before_anything_starts(
     tmp_path: Path, wrong: dict[str, Any], named: str
 ) -> None:
     state = tmp_path / "state"
     port = free_port()
-    variables = {**_variables(state, port, free_port(), monitoring_prometheus=True), **wrong}
-    play = _play(tmp_path, variables)
+    variables = {**_variables(state, port, free_port()), **wrong}
+    play = apply_role(ROLES["prometheus"], variables, tmp_path / "play.yml")
     assert play.returncode != 0
     assert play.recap["failed"] == 1 and play.recap["changed"] == 0, play.output[-3000:]
     failure = play.output[play.output.index("[ERROR]") :]
@@ -347,7 +357,11 @@ def test_a_wrong_variable_fails_before_anything_starts(
 
 
 def test_stopped_stops_both_daemons_and_leaves_no_process(lab: Lab) -> None:
-    variables = {**lab.variables, "monitoring_state": "stopped"}
+    variables = {
+        **lab.variables,
+        "prometheus_state": "stopped",
+        "node_exporter_state": "stopped",
+    }
     stopped = _play(lab.directory, variables, "stopped.yml")
     assert stopped.returncode == 0, stopped.output[-5000:]
     assert stopped.recap["changed"] == 2  # one stop each
