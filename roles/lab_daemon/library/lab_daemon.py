@@ -273,6 +273,36 @@ class Outcome:
     running: bool = False
 
 
+def _pid_of(pidfile: str) -> int | None:
+    try:
+        with open(pidfile, encoding="utf-8") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: its ports and files are released."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _await_exit(daemon: Daemon, pid: int, timeout_s: float = 10.0) -> None:
+    # start-stop-daemon stops waiting once the process no longer matches its executable,
+    # which happens while the kernel still tears the process down (its /proc/<pid>/exe is
+    # gone before its sockets are): a start right after would find the ports taken.
+    deadline = time.monotonic() + timeout_s
+    while not _exited(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{daemon.name} (pid {pid}) had not exited {timeout_s} s after its stop"
+            )
+        time.sleep(0.02)
+
+
 def converge(
     daemon: Daemon,
     state: str,
@@ -300,10 +330,13 @@ def converge(
             handle.write(daemon.cmdline())
         outcome.changed = restart = True
     if status == RUNNING and (state == "stopped" or restart):
+        pid = _pid_of(daemon.pidfile)
         stop = run(daemon.stop_argv())
         if stop.returncode not in (0, 1):
             raise RuntimeError(f"stopping {daemon.name} failed: {stop.stderr.strip()}")
         outcome.stopped = outcome.changed = stop.returncode == 0
+        if outcome.stopped and pid is not None:
+            _await_exit(daemon, pid)
         status = NOT_RUNNING if outcome.stopped else status
     elif status == DEAD and state == "stopped" and os.path.exists(daemon.pidfile):
         os.remove(daemon.pidfile)  # a daemon that died left it
