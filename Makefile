@@ -49,6 +49,13 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
+# The scrape-coverage test runs Debian's Prometheus on its own, before any role has
+# installed it.
+PROMETHEUS := /usr/bin/prometheus
+$(PROMETHEUS):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
 # The docker runtime's tests need a Docker engine and debootstrap (Debian's packages);
 # Debian's dockerd is started when no engine answers (no systemd is assumed).
 DOCKERD := /usr/sbin/dockerd
@@ -59,7 +66,7 @@ $(DOCKERD):
 docker-engine: venv $(DOCKERD)
 	$(PY) -m tests.support.docker start
 
-test: lint $(CHROMIUM) docker-engine
+test: lint $(CHROMIUM) $(PROMETHEUS) docker-engine
 	$(BIN)/pytest -m "not slow"
 
 # Every benchmark runs; the target fails if any found its figure off target.
