@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.load import load_command
 from tests.support.refserver import running_refserver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,18 +59,7 @@ def ensure_models(repo: Path, models: list[str]) -> None:
 
 
 def load(target: str, repo: Path, model: str, *extra: str) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "servelab.clients",
-        "--target",
-        target,
-        "--model",
-        model,
-        "--model-repo",
-        str(repo),
-        *extra,
-    ]
+    command = load_command(target, repo, *extra, model=model)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode not in (0, 1) or not result.stdout.strip():
         sys.exit(f"servelab-load failed ({result.returncode}): {result.stderr.strip()}")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from servelab.clients import h2
-from tests.roles.test_load_balancer_role import (
+from tests.support.engine import TINY_SAMPLE_BYTES, running_engine, wait_for, worker_config
+from tests.support.haproxy import (
     BIN,
     LOOPBACK,
     backend_responses,
@@ -24,7 +25,6 @@ from tests.roles.test_load_balancer_role import (
     role_variables,
     stop_haproxy,
 )
-from tests.support.engine import TINY_SAMPLE_BYTES, running_engine, wait_for, worker_config
 from tests.support.refserver import RefServerProcess, running_refserver
 
 MAX_STREAMS = 2

@@ -12,7 +12,8 @@ from pathlib import Path
 SHORT = ("--warmup", "0.5", "--duration", "1.5", "--cooldown", "0.3")
 
 
-def load_command(target: str, repo: Path, *extra: str) -> list[str]:
+def load_command(target: str, repo: Path, *extra: str, model: str = "tiny") -> list[str]:
+    """`servelab-load` against `target`, verifying against `repo`'s golden samples."""
     return [
         sys.executable,
         "-m",
@@ -20,7 +21,7 @@ def load_command(target: str, repo: Path, *extra: str) -> list[str]:
         "--target",
         target,
         "--model",
-        "tiny",
+        model,
         "--model-repo",
         str(repo),
         *extra,
