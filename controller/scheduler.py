@@ -189,6 +189,15 @@ class SweepOrder(_FedByResults):
                             best[kind] = max(top or 0.0, level)
 
 
+def listed_points(plan: Plan) -> list[Point]:
+    """The steps' points in the order the run takes them, as many as it may take
+    (every repeat up to max_repeats; every level of a sweep)."""
+    order, points = scheduler_for(plan), []
+    while (step := order.next()) is not None:
+        points.append(step.point)
+    return points
+
+
 def scheduler_for(plan: Plan) -> Scheduler:
     """The plan's own strategy: a sweep when it asks for one, else its schedule's order."""
     if plan.sweep is not None:

@@ -103,3 +103,13 @@ def test_batch_mean_intervals_cover_the_true_rate_95_percent_of_the_time() -> No
         result = interval(estimate)
         covered += result.low <= 40 <= result.high
     assert 930 <= covered <= 970
+
+
+def test_fieller_with_an_exact_reference_is_the_numerators_t_interval_over_it() -> None:
+    numerator = from_repeats([100.0, 104.0, 96.0])
+    reference = from_repeats([50.0, 50.0, 50.0])
+    assert numerator is not None and reference is not None
+    result = ratio_interval(numerator, reference)
+    half = 4.303 * 4 / 3**0.5  # t(2) x stdev 4 / sqrt(3)
+    assert result.low == pytest.approx((100 - half) / 50, rel=1e-3)
+    assert result.high == pytest.approx((100 + half) / 50, rel=1e-3)
