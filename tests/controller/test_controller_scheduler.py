@@ -15,6 +15,7 @@ from servelab.controller.scheduler import (
     PlanOrder,
     Step,
     SweepOrder,
+    listed_points,
     scheduler_for,
 )
 from tests.controller.fake_phases import PROJECT, FakeLab, smoke_plan
@@ -205,3 +206,11 @@ def test_repeats_auto_stops_once_every_interval_is_narrow(tmp_path):
 def test_repeats_auto_gives_up_at_max_repeats(tmp_path):
     _, lab = _auto_run(tmp_path, lambda p: 100.0 + (40.0 if p.repeat % 2 else -40.0), 4)
     assert sorted({p.repeat for p in lab.loaded}) == [0, 1, 2, 3]
+
+
+def test_the_listed_points_are_the_runs_order_with_every_repeat_auto_may_add(tmp_path):
+    plan = smoke_plan(tmp_path, batches=[1], repeats="auto", max_repeats=3)
+    listed = listed_points(plan)
+    a, b = plan.servers
+    assert [(p.server, p.repeat) for p in listed] == [(k, r) for r in range(3) for k in (a, b)]
+    assert len(listed) == scheduler_for(plan).total
