@@ -164,8 +164,8 @@ def batch_means(timeline: Sequence[int]) -> tuple[Estimate | None, str]:
         size *= 2
     seconds = len(timeline)
     return None, (
-        f"one repeat and its {seconds}-s window gives fewer than {MIN_BATCHES} nearly"
-        f" independent batches (lag-1 autocorrelation <= {MAX_LAG1})"
+        f"one repeat, whose {seconds}-s window holds fewer than {MIN_BATCHES} nearly"
+        f" independent batches (lag-1 autocorrelation at most {MAX_LAG1})"
     )
 
 
