@@ -3,6 +3,11 @@
 A point is a (server kind, model, batch, concurrency); its repeats are aggregated
 by the median of the valid ones. The change is B relative to A, in percent, and
 is computed only where both runs hold a valid repeat of the point.
+
+Each change carries the 95% interval of B's mean over A's (Fieller's, from each
+run's repeats, or from batch means of a single repeat's window:
+controller/intervals.py). A change is beyond the noise when that interval leaves
+out 0; where either run cannot give an interval, the table says why.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from servelab.controller.formats import DASH, format_fps, format_ms
+from servelab.controller.intervals import Estimate, Interval, configuration_estimate, ratio_interval
 from servelab.controller.results import PointResult, RunResults, read_results
+from servelab.controller.validity import merged_timeline
 
 Key = tuple[str, str, int, int]  # server, model, batch, concurrency
+RANGE_DASH = "\u2013"  # between an interval's bounds
 
 
 @dataclass(frozen=True)
@@ -31,9 +39,15 @@ class RunSide:
     valid_repeats: int
     repeats: int
     reasons: tuple[str, ...]  # why repeats are invalid or failed, each reason once
+    # the valid repeats' mean and its standard error (controller/intervals.py); None
+    # with `interval_note` saying why when they give none
+    estimate: Estimate | None = None
+    interval_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons)}
+        data = {**asdict(self), "reasons": list(self.reasons)}
+        data["estimate"] = asdict(self.estimate) if self.estimate else None
+        return data
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -52,6 +66,9 @@ def aggregate_side(points: Sequence[PointResult]) -> RunSide:
         prefix = "failed: " if point.status == "failed" else ""
         for reason in point.reasons or ("no reason recorded",):
             reasons[prefix + reason] = None
+    rates = [p.throughput_fps or 0.0 for p in counted]
+    timeline = merged_timeline(counted[0].clients) if len(counted) == 1 else None
+    estimate, why = configuration_estimate(rates, timeline)
     return RunSide(
         throughput_fps=_median([p.throughput_fps for p in shown]),
         p99_ms=_median([p.latency.p99 for p in shown]),
@@ -59,6 +76,8 @@ def aggregate_side(points: Sequence[PointResult]) -> RunSide:
         valid_repeats=len(counted),
         repeats=len(points),
         reasons=tuple(reasons),
+        estimate=estimate,
+        interval_note=None if estimate else why,
     )
 
 
@@ -88,6 +107,31 @@ class ComparedPoint:
         return 100.0 * (b.throughput_fps - a.throughput_fps) / a.throughput_fps
 
     @property
+    def change_interval(self) -> Interval | None:
+        """The 95% interval of the change in percent; None where no change is computed."""
+        a, b, change = self.a, self.b, self.change_pct
+        if a is None or b is None or change is None:
+            return None
+        if a.estimate is None or b.estimate is None:
+            which = "A" if a.estimate is None else "B"
+            why = (a if which == "A" else b).interval_note
+            return Interval(change, None, None, 0, "", f"no interval in {which}: {why}")
+        ratio = ratio_interval(b.estimate, a.estimate)
+        low = None if ratio.low is None else 100.0 * (ratio.low - 1.0)
+        high = None if ratio.high is None else 100.0 * (ratio.high - 1.0)
+        return Interval(change, low, high, ratio.samples, ratio.method, ratio.note)
+
+    @property
+    def noise(self) -> str:
+        """Whether the change is beyond the noise: its interval leaves out 0."""
+        bounds = self.change_interval
+        if bounds is None:
+            return ""
+        if bounds.low is None or bounds.high is None:
+            return bounds.note or "no interval"
+        return "beyond the noise" if bounds.low > 0 or bounds.high < 0 else "within the noise"
+
+    @property
     def note(self) -> str:
         if self.a is None:
             return "only in B"
@@ -114,6 +158,9 @@ class ComparedPoint:
             "a": self.a.to_json() if self.a else None,
             "b": self.b.to_json() if self.b else None,
             "change_pct": self.change_pct,
+            "change_low_pct": bounds.low if (bounds := self.change_interval) else None,
+            "change_high_pct": bounds.high if bounds else None,
+            "noise": self.noise,
             "note": self.note,
         }
 
@@ -173,6 +220,24 @@ def _fps_cell(side: RunSide | None) -> str:
     return text if side.valid else f"({text})"
 
 
+def _interval_cells(bounds: Interval | None) -> tuple[str, str, str]:
+    """The change's interval, the samples behind it, and whether it is beyond the noise."""
+    if bounds is None:
+        return DASH, DASH, DASH
+    if bounds.low is None or bounds.high is None:
+        return DASH, str(bounds.samples) if bounds.samples else DASH, "unknown"
+    beyond = bounds.low > 0 or bounds.high < 0
+    return (
+        f"{bounds.low:+.1f}%{RANGE_DASH}{bounds.high:+.1f}%",
+        str(bounds.samples),
+        "BEYOND" if beyond else "within",
+    )
+
+
+def _interval_why(bounds: Interval | None) -> str:
+    return bounds.note or "" if bounds is not None and bounds.low is None else ""
+
+
 def _ms_cell(side: RunSide | None) -> str:
     if side is None or side.p99_ms is None:
         return DASH
@@ -192,6 +257,9 @@ def format_table(comparison: Comparison) -> str:
         "change",
         "A p99 ms",
         "B p99 ms",
+        "95% interval",
+        "n",
+        "noise",
     )
     rows = []
     for p in comparison.points:
@@ -207,7 +275,8 @@ def format_table(comparison: Comparison) -> str:
                 DASH if change is None else f"{change:+.1f}%",
                 _ms_cell(p.a),
                 _ms_cell(p.b),
-                p.note,
+                *_interval_cells(p.change_interval),
+                "; ".join(n for n in (_interval_why(p.change_interval), p.note) if n),
             )
         )
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
@@ -215,9 +284,9 @@ def format_table(comparison: Comparison) -> str:
 
     def line(cells: Sequence[str]) -> str:
         parts = [
-            c.ljust(widths[i]) if i < left else c.rjust(widths[i]) for i, c in enumerate(cells[:9])
+            c.ljust(widths[i]) if i < left else c.rjust(widths[i]) for i, c in enumerate(cells[:12])
         ]
-        note = cells[9] if len(cells) > 9 else "note"
+        note = cells[12] if len(cells) > 12 else "note"
         return ("  ".join(parts) + "  " + note).rstrip()
 
     a, b = comparison.a, comparison.b
@@ -226,6 +295,8 @@ def format_table(comparison: Comparison) -> str:
         f"B: {b.run_id} (plan {b.plan_name}) {b.path}",
         "fps: frames/s, the median of the valid repeats; change = (B - A) / A; "
         "(x) = invalid, not compared",
+        "95% interval of the change: Fieller's, from each run's repeats (or one repeat's batch"
+        " means), n = the fewer of the two sides'; noise: BEYOND when the interval leaves out 0",
         "",
         line(header),
         line(["-" * w for w in widths] + ["-" * 4]),

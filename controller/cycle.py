@@ -1,10 +1,13 @@
 """One point's cycle: serve, load, measure, judge; the result for the run to write.
 
-The serve phase runs unless the same kind served the previous point without an
-error and Prometheus has scraped it since that window ended: then it still runs
-with the plan's models, and serving again (Ansible's start and a dozen tasks,
-about 9 s) is not needed. Anything less certain (another kind, an error, a missed
-scrape) serves afresh, which also brings back a server that died.
+The serve phase runs unless the same kind served an earlier point without an
+error, nothing stopped it since, and Prometheus has scraped it since that window
+ended: then it still runs with the plan's models, and serving again (Ansible's
+start and a dozen tasks, about 9 s) is not needed. Each kind is followed on its
+own: when the lab leaves the other kinds idle (`serve_others: idle`), interleaved
+repeats switch between kinds without serving again. Anything less certain (an
+error, a missed scrape, a serve that stopped the kind) serves afresh, which also
+brings back a server that died.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ class PointCycle:
         self.plan = plan
         self.run_dir = run_dir
         self.link = link
-        # (kind, end of its window) after a point that kind served without an error
-        self._served_cleanly: tuple[str, float] | None = None
+        # kind -> end of the window of its last point, served without an error since
+        # its last serve phase (and not stopped by another kind's)
+        self._served_cleanly: dict[str, float] = {}
 
     def measure(self, point: Point) -> PointResult:
         """The point's result; a failed phase gives a result with status "failed"."""
@@ -43,22 +47,30 @@ class PointCycle:
         shutil.rmtree(point_dir, ignore_errors=True)  # what a failed attempt left
         point_dir.mkdir(parents=True)
         result = self._serve_and_load(point, point_dir)
-        clean = result.window is not None and not any(result.errors.values())
-        self._served_cleanly = (point.server, result.window.end_epoch) if clean else None
+        clean = result.window is not None and not any((result.errors or {}).values())
+        if clean and result.window is not None and result.window.end_epoch is not None:
+            self._served_cleanly[point.server] = result.window.end_epoch
+        else:
+            self._served_cleanly.pop(point.server, None)
         return result
 
     def _still_serving(self, kind: str) -> bool:
-        if self._served_cleanly is None:
-            return False
-        served, window_end = self._served_cleanly
-        return served == kind and self.lab.still_serving(kind, window_end)
+        window_end = self._served_cleanly.get(kind)
+        return window_end is not None and self.lab.still_serving(kind, window_end)
+
+    def _serve(self, kind: str) -> None:
+        if self.lab.serve_others == "stopped":
+            self._served_cleanly.clear()  # the serve phase stops every other kind
+        else:
+            self._served_cleanly.pop(kind, None)
+        self.lab.serve(kind, self.run_dir / CEILING_FILE)
 
     def _serve_and_load(self, point: Point, point_dir: Path) -> PointResult:
         try:
             if self._still_serving(point.server):
                 print(f"{point.slug}: {point.server} still serves, not served again", flush=True)
             else:
-                self.lab.serve(point.server, self.run_dir / CEILING_FILE)
+                self._serve(point.server)
             self.lab.load(point, point_dir)
         except PhaseFailed as exc:
             failed = PointResult(

@@ -28,6 +28,7 @@ from typing import Any
 
 from servelab.controller.compare import aggregate_side
 from servelab.controller.filelock import exclusive
+from servelab.controller.intervals import interval
 from servelab.controller.plan import DEFAULT_VALIDITY
 from servelab.controller.results import PointResult, RunResults, read_results
 
@@ -78,9 +79,21 @@ class PointValue(PointKeyed):
     valid_repeats: int
     repeats: int
     reasons: tuple[str, ...]  # why repeats are invalid or failed
+    # the run's own 95% interval of the point's mean (controller/intervals.py); None where
+    # it has none (one repeat of a short window, or a run registered before intervals)
+    low_fps: float | None = None
+    high_fps: float | None = None
+    interval_samples: int = 0
+    interval_note: str | None = None  # why there are no bounds
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons)}
+        data = {**asdict(self), "reasons": list(self.reasons)}
+        for name in ("low_fps", "high_fps", "interval_note"):
+            if data[name] is None:  # lines written before intervals stay as they were
+                del data[name]
+        if not data["interval_samples"]:
+            del data["interval_samples"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PointValue:
@@ -95,6 +108,10 @@ class PointValue(PointKeyed):
             valid_repeats=int(data.get("valid_repeats", 0)),
             repeats=int(data.get("repeats", 0)),
             reasons=tuple(str(r) for r in data.get("reasons", [])),
+            low_fps=None if data.get("low_fps") is None else float(data["low_fps"]),
+            high_fps=None if data.get("high_fps") is None else float(data["high_fps"]),
+            interval_samples=int(data.get("interval_samples", 0)),
+            interval_note=None if data.get("interval_note") is None else str(data["interval_note"]),
         )
 
 
@@ -178,7 +195,7 @@ def _numbers_as_floats(value: Any) -> Any:
 
 # Validity bounds added after runs entered histories: at their default they leave a plan's
 # hash as it was, so the runs before them stay comparable with the runs after.
-LATER_VALIDITY_FIELDS = ("min_scrape_coverage",)
+LATER_VALIDITY_FIELDS = ("min_scrape_coverage", "max_ci_halfwidth")
 
 
 def method_hash(plan: dict[str, Any]) -> str:
@@ -215,6 +232,7 @@ def point_values(points: Sequence[PointResult]) -> tuple[PointValue, ...]:
     values = []
     for key, group in groups.items():
         side = aggregate_side(group)
+        bounds = interval(side.estimate) if side.estimate else None
         values.append(
             PointValue(
                 *key,
@@ -223,6 +241,10 @@ def point_values(points: Sequence[PointResult]) -> tuple[PointValue, ...]:
                 valid_repeats=side.valid_repeats,
                 repeats=side.repeats,
                 reasons=side.reasons,
+                low_fps=bounds.low if bounds else None,
+                high_fps=bounds.high if bounds else None,
+                interval_samples=bounds.samples if bounds else 0,
+                interval_note=None if bounds else side.interval_note,
             )
         )
     return tuple(values)

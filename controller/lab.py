@@ -44,6 +44,12 @@ TARGET_TIMEOUT_S = 20.0
 SCRAPE_TIMEOUT_S = 15.0
 # That scrape must come this long after the window's end: one scrape interval and some.
 AFTER_WINDOW_S = 1.2
+# What serving one kind does to the plan's other kinds: "stopped" stops them; "idle"
+# leaves those already up running without load, so that switching back needs no serve
+# phase. docs/plans.md gives what an idle kind cost the loaded one on the 2-core lab
+# host, which chose the default (stop them when that is over 1% of throughput).
+SERVE_OTHERS = ("stopped", "idle")
+DEFAULT_SERVE_OTHERS = "stopped"
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ class Observation:
 class Lab(Protocol):
     """The lab's phases, as the run loop uses them."""
 
+    # one of SERVE_OTHERS: whether serve() stops the other kinds or leaves them idle
+    serve_others: str
+
     def read_facts(self, dest: Path) -> dict[str, Any]:
         """The hosts' facts and versions (provenance); PhaseFailed, OSError or ValueError."""
         ...
@@ -90,7 +99,7 @@ class Lab(Protocol):
         ...
 
     def serve(self, kind: str, ceiling_dest: Path) -> None:
-        """The kind up with the plan's models, every other kind stopped; PhaseFailed."""
+        """The kind up with the plan's models, the others stopped or idle; PhaseFailed."""
         ...
 
     def still_serving(self, kind: str, since_epoch: float) -> bool:
@@ -131,6 +140,11 @@ class AnsibleLab:
         self.extravars = extravars
         self.plan_file = plan_file
         self.prometheus = prometheus
+        self.serve_others = str(extravars.get("servelab_serve_others", DEFAULT_SERVE_OTHERS))
+        if self.serve_others not in SERVE_OTHERS:
+            raise ValueError(
+                f"servelab_serve_others is {self.serve_others!r}; use one of {list(SERVE_OTHERS)}"
+            )
 
     def _phase(self, playbook: str, extravars: dict[str, Any]) -> None:
         run_phase(
@@ -149,7 +163,11 @@ class AnsibleLab:
     def serve(self, kind: str, ceiling_dest: Path) -> None:
         self._phase(
             "playbooks/phases/serve.yml",
-            {"servelab_serve_kind": kind, "servelab_ceiling_dest": str(ceiling_dest)},
+            {
+                "servelab_serve_kind": kind,
+                "servelab_ceiling_dest": str(ceiling_dest),
+                "servelab_serve_others": self.serve_others,
+            },
         )
         self._await_server_metrics(kind)
 

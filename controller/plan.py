@@ -27,7 +27,12 @@ PLAN_KEYS = (
     "repeats",
     "window",
     "validity",
+    "schedule",
+    "max_repeats",
 )
+SCHEDULES = ("interleaved", "sequential")
+DEFAULT_MAX_REPEATS = 6  # repeats: auto stops here when an interval stays wide
+AUTO_FIRST_REPEATS = 2  # repeats: auto starts with two: the fewest a t-interval needs
 
 
 class PlanError(ValueError):
@@ -72,6 +77,9 @@ class Validity:
     max_clock_skew_ms: float
     # the share of the window each scrape job's successful scrapes must cover
     min_scrape_coverage: float
+    # repeats: auto adds repeats until each configuration's 95% interval is within
+    # this share of its throughput either side
+    max_ci_halfwidth: float = 0.05
 
 
 DEFAULT_VALIDITY = Validity(
@@ -81,6 +89,7 @@ DEFAULT_VALIDITY = Validity(
     stability_intervals=4,
     max_clock_skew_ms=50.0,
     min_scrape_coverage=0.9,
+    max_ci_halfwidth=0.05,
 )
 
 
@@ -114,10 +123,18 @@ class Plan:
     validity: Validity
     source: Path
     raw: dict[str, Any]
+    # interleaved: the kinds alternate repeat by repeat (A B A B) per model, batch, level
+    schedule: str = "sequential"
+    max_repeats: int | None = None  # repeats: auto: at most this many; None: `repeats` exactly
 
     def configurations(self) -> Iterator[tuple[str, str, int]]:
         """(server, model, batch), grouped by server kind so that each kind starts once."""
         yield from itertools.product(self.servers, self.models, self.batches)
+
+    @property
+    def most_repeats(self) -> int:
+        """The repeats a configuration may get: max_repeats with repeats: auto."""
+        return self.max_repeats or self.repeats
 
     def points(self) -> Iterator[Point]:
         """Every point the plan may measure (a sweep may stop before its last levels)."""
@@ -205,7 +222,25 @@ def _validity(data: dict[str, Any], path: Path) -> Validity:
         stability_intervals=_integer(merged, "stability_intervals", where, 2),
         max_clock_skew_ms=_number(merged, "max_clock_skew_ms", where, 0, 60_000),
         min_scrape_coverage=_number(merged, "min_scrape_coverage", where, 0, 1),
+        max_ci_halfwidth=_number(merged, "max_ci_halfwidth", where, 0.001, 1),
     )
+
+
+def _repeats(data: dict[str, Any], path: Path) -> tuple[int, int | None]:
+    """(repeats to start with, at most how many with repeats: auto, else None)."""
+    repeats = data.get("repeats", 1)
+    if repeats == "auto":
+        top = data.get("max_repeats", DEFAULT_MAX_REPEATS)
+        if isinstance(top, bool) or not isinstance(top, int) or top < AUTO_FIRST_REPEATS:
+            raise PlanError(
+                f"{path}: 'max_repeats' is {top!r}; use an integer >= {AUTO_FIRST_REPEATS}"
+            )
+        return AUTO_FIRST_REPEATS, top
+    if "max_repeats" in data:
+        raise PlanError(f"{path}: 'max_repeats' applies only with 'repeats: auto'")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise PlanError(f"{path}: 'repeats' is {repeats!r}; use a positive integer or 'auto'")
+    return repeats, None
 
 
 def load_plan(path: Path) -> Plan:
@@ -226,9 +261,7 @@ def load_plan(path: Path) -> Plan:
     baseline = data.get("baseline", servers[-1])
     if baseline not in servers:
         raise PlanError(f"{path}: baseline {baseline!r} is not one of the plan's servers {servers}")
-    repeats = data.get("repeats", 1)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise PlanError(f"{path}: 'repeats' is {repeats!r}; use a positive integer")
+    repeats, max_repeats = _repeats(data, path)
     window = data.get("window")
     if not isinstance(window, dict):
         raise PlanError(f"{path}: 'window' must map warmup_s, duration_s and cooldown_s to seconds")
@@ -238,6 +271,11 @@ def load_plan(path: Path) -> Plan:
     if unknown_models:
         raise PlanError(f"{path}: unknown model(s) {unknown_models}; known: {list(KNOWN_MODELS)}")
     concurrency, sweep = _concurrency(data, path)
+    if max_repeats is not None and sweep is not None:
+        raise PlanError(f"{path}: 'repeats: auto' does not combine with a concurrency sweep")
+    schedule = data.get("schedule", "interleaved" if repeats >= 2 else "sequential")
+    if schedule not in SCHEDULES:
+        raise PlanError(f"{path}: 'schedule' is {schedule!r}; use one of {list(SCHEDULES)}")
     return Plan(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
@@ -256,4 +294,6 @@ def load_plan(path: Path) -> Plan:
         validity=_validity(data, path),
         source=path,
         raw=data,
+        schedule=schedule,
+        max_repeats=max_repeats,
     )

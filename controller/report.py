@@ -10,6 +10,11 @@ How a configuration's throughput is formed (the gains are computed from this alo
 per (kind, model, batch, concurrency) the median of the valid repeats' frames/s;
 per (kind, model, batch) the concurrency with the highest such median (the lower
 concurrency on a tie). Invalid and failed points never enter a gain.
+
+Every configuration's throughput and every relative figure carries a 95% interval
+(controller/intervals.py: a t-interval on the mean of the valid repeats, or batch
+means of one repeat's window; Fieller's interval for a ratio). The intervals are
+written into results.json's `intervals` and results.csv as well.
 """
 
 from __future__ import annotations
@@ -36,18 +41,31 @@ from servelab.controller.formats import (
     format_ms,
     format_percent,
 )
+from servelab.controller.intervals import (
+    Estimate,
+    Interval,
+    configuration_estimate,
+    interval,
+    ratio_interval,
+    unbounded,
+)
 from servelab.controller.kinds import KINDS
 from servelab.controller.metrics import NEAR_CAPACITY
 from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.plan import DEFAULT_VALIDITY
 from servelab.controller.results import (
     LATENCY_FIELDS,
+    ConfigurationInterval,
+    GainInterval,
     PointResult,
     ReportError,
+    RunIntervals,
     RunResults,
     read_results,
+    write_results,
 )
 from servelab.controller.trend import TrendSection, report_section
+from servelab.controller.validity import merged_timeline
 
 TEMPLATES_DIR = PROJECT_DIR / "templates"
 
@@ -76,6 +94,8 @@ class ConfigThroughput:
     p50_ms: float | None  # medians of the same valid repeats' client latency percentiles
     p90_ms: float | None
     p99_ms: float | None
+    estimate: Estimate | None = None  # mean and standard error behind the interval
+    interval: Interval | None = None  # 95% (controller/intervals.py)
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -96,6 +116,9 @@ def aggregate_configs(
         counted = [p for p in group if p.counted]
         if not counted:
             continue
+        rates = [p.throughput_fps or 0.0 for p in counted]
+        timeline = merged_timeline(counted[0].clients) if len(counted) == 1 else None
+        estimate, why = configuration_estimate(rates, timeline)
         configs[key] = ConfigThroughput(
             kind=key[0],
             model=key[1],
@@ -107,6 +130,8 @@ def aggregate_configs(
             p50_ms=_median(p.latency.p50 for p in counted),
             p90_ms=_median(p.latency.p90 for p in counted),
             p99_ms=_median(p.latency.p99 for p in counted),
+            estimate=estimate,
+            interval=interval(estimate) if estimate else unbounded(None, why, len(counted)),
         )
     return configs
 
@@ -137,6 +162,27 @@ class Relative:
         if self.config is None or self.reference is None or not self.reference.throughput_fps:
             return None
         return 100.0 * self.config.throughput_fps / self.reference.throughput_fps
+
+    @property
+    def interval(self) -> Interval | None:
+        """The 95% interval of the percentage (Fieller's); None for the reference itself."""
+        if self.config is None or self.reference is None or self.config == self.reference:
+            return None
+        mine, theirs = self.config.estimate, self.reference.estimate
+        if mine is None or theirs is None:
+            side = self.config if mine is None else self.reference
+            why = side.interval.note if side.interval else None
+            return unbounded(self.percent, f"{side.kind} batch {side.batch}: {why}")
+        ratio = ratio_interval(mine, theirs)
+        scale = 100.0
+        return Interval(
+            self.percent,
+            None if ratio.low is None else ratio.low * scale,
+            None if ratio.high is None else ratio.high * scale,
+            ratio.samples,
+            ratio.method,
+            ratio.note,
+        )
 
 
 def _missing(results: RunResults, kind: str, model: str, batch: int) -> str:
@@ -193,6 +239,110 @@ def relative_to_baseline_batch1(
         for kind in results.kinds
         for batch in results.batches
     ]
+
+
+LEAD_CHART_PREFIX = "throughput_batch_"
+INTERVAL_METHOD = (
+    "Each interval is 95%. A configuration's comes from its valid repeats (Student's t on their"
+    " mean), or, with one repeat, from batch means of its window's per-second completions"
+    " (batches widened until nearly independent); a relative figure's is Fieller's interval for"
+    " the ratio of the two means. n is the number of repeats (or batch means) behind it: the"
+    " fewer of the two sides' for a ratio."
+)
+RANGE_DASH = "\u2013"  # an en dash between an interval's bounds
+
+
+def max_ci_halfwidth(results: RunResults) -> float:
+    """The plan's validity.max_ci_halfwidth, or its default."""
+    value = (results.plan.get("validity") or {}).get("max_ci_halfwidth")
+    return float(value) if isinstance(value, int | float) else DEFAULT_VALIDITY.max_ci_halfwidth
+
+
+def format_interval(value: Interval | None, unit: str = "") -> str:
+    """The bounds after a figure, "(128.0 to 146.1%, n = 3)" with an en dash; why not."""
+    if value is None:
+        return ""
+    if value.low is None or value.high is None:
+        return f"(no interval: {value.note})" if value.note else "(no interval)"
+    return f"({value.low:.1f}{RANGE_DASH}{value.high:.1f}{unit}, n = {value.samples})"
+
+
+def format_gain(relative: Relative) -> str:
+    """A relative figure with its bounds, as the report prints it: 136.9% (128.0 to 146.1%)."""
+    percent = format_percent(relative.percent)
+    bounds = relative.interval
+    if relative.percent is None or bounds is None:
+        return percent
+    if bounds.low is None or bounds.high is None:
+        return f"{percent} (no interval)"
+    return f"{percent} {format_interval(bounds, '%')}"
+
+
+def wide_configurations(
+    configs: Mapping[tuple[str, str, int, int], ConfigThroughput], limit: float
+) -> list[str]:
+    """The configurations whose interval is wider than `limit` either side, or has none."""
+    wide = []
+    for config in configs.values():
+        bounds = config.interval
+        name = f"{config.kind} {config.model} batch {config.batch} concurrency {config.concurrency}"
+        half = bounds.relative_halfwidth if bounds else None
+        if half is None:
+            note = bounds.note if bounds and bounds.note else "no interval"
+            wide.append(f"{name}: no interval ({note})")
+        elif half > limit:
+            wide.append(
+                f"{name}: ±{100 * half:.1f}% (n = {bounds.samples}), over ±{100 * limit:.1f}%"
+            )
+    return wide
+
+
+def run_intervals(results: RunResults) -> RunIntervals:
+    """results.json's `intervals`: every configuration's and every relative figure's."""
+    configs = aggregate_configs(results.points)
+    best = best_configs(results.points)
+    records = RunIntervals()
+    for c in sorted(configs.values(), key=lambda c: (c.kind, c.model, c.batch, c.concurrency)):
+        bounds = c.interval or unbounded(None, "no interval")
+        records.configurations.append(
+            ConfigurationInterval(
+                c.kind,
+                c.model,
+                c.batch,
+                c.concurrency,
+                c.estimate.mean if c.estimate else c.throughput_fps,
+                bounds.low,
+                bounds.high,
+                bounds.samples,
+                bounds.method,
+                bounds.note,
+            )
+        )
+    relatives = relative_to_baseline(results, best)
+    if 1 in results.batches:
+        relatives += [r for r in relative_to_baseline_batch1(results, best) if r.batch != 1]
+    for r in relatives:
+        bounds = r.interval
+        if r.reference is None or r.percent is None or bounds is None:
+            continue
+        records.gains.append(
+            GainInterval(
+                r.kind,
+                r.model,
+                r.batch,
+                r.config.concurrency if r.config else 0,
+                r.reference.kind,
+                r.reference.batch,
+                r.percent,
+                bounds.low,
+                bounds.high,
+                bounds.samples,
+                bounds.method,
+                bounds.note,
+            )
+        )
+    records.wide = wide_configurations(configs, max_ci_halfwidth(results))
+    return records
 
 
 @dataclass(frozen=True)
@@ -255,6 +405,16 @@ CSV_COLUMNS = (
     "window_start_epoch",
     "window_end_epoch",
     "window_duration_s",
+    # the point's configuration (kind, model, batch, concurrency): its 95% interval
+    "config_mean_fps",
+    "config_low_fps",
+    "config_high_fps",
+    "config_interval_samples",
+    # and its figure relative to the baseline at the same batch, when it is the
+    # concurrency that enters the gain
+    "gain_percent",
+    "gain_low_percent",
+    "gain_high_percent",
 )
 
 
@@ -266,9 +426,26 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-def csv_row(point: PointResult) -> dict[str, str]:
+def csv_row(point: PointResult, intervals: RunIntervals | None = None) -> dict[str, str]:
     """One point flattened to the CSV's columns (full precision, empty for null)."""
     proxy, metrics, cpu, window = point.proxy, point.server_metrics, point.cpu, point.window
+    key = (point.server, point.model, point.batch, point.concurrency)
+    config = next(
+        (
+            c
+            for c in (intervals.configurations if intervals else [])
+            if (c.server, c.model, c.batch, c.concurrency) == key
+        ),
+        None,
+    )
+    gain = next(
+        (
+            g
+            for g in (intervals.gains if intervals else [])
+            if (g.server, g.model, g.batch, g.concurrency) == key and g.reference_batch == g.batch
+        ),
+        None,
+    )
     values: dict[str, Any] = {
         "server": point.server,
         "model": point.model,
@@ -302,16 +479,23 @@ def csv_row(point: PointResult) -> dict[str, str]:
         "window_start_epoch": window.start_epoch if window else None,
         "window_end_epoch": window.end_epoch if window else None,
         "window_duration_s": window.duration_s if window else None,
+        "config_mean_fps": config.throughput_fps if config else None,
+        "config_low_fps": config.low_fps if config else None,
+        "config_high_fps": config.high_fps if config else None,
+        "config_interval_samples": config.samples if config else None,
+        "gain_percent": gain.percent if gain else None,
+        "gain_low_percent": gain.low_percent if gain else None,
+        "gain_high_percent": gain.high_percent if gain else None,
     }
     return {column: _csv_value(values[column]) for column in CSV_COLUMNS}
 
 
-def _csv_text(points: Sequence[PointResult]) -> str:
+def _csv_text(points: Sequence[PointResult], intervals: RunIntervals | None = None) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for point in points:
-        writer.writerow(csv_row(point))
+        writer.writerow(csv_row(point, intervals))
     return out.getvalue()
 
 
@@ -335,6 +519,20 @@ def _offsets(n: int) -> tuple[float, list[float]]:
     return width, [(i - (n - 1) / 2) * width for i in range(n)]
 
 
+def _error_bars(configs: Sequence[ConfigThroughput | None]) -> list[list[float]]:
+    """Below and above each bar: its 95% interval (none drawn where there is none)."""
+    below, above = [], []
+    for config in configs:
+        bounds = config.interval if config else None
+        if config is None or bounds is None or bounds.low is None or bounds.high is None:
+            below.append(0.0)
+            above.append(0.0)
+            continue
+        below.append(max(0.0, config.throughput_fps - bounds.low))
+        above.append(max(0.0, bounds.high - config.throughput_fps))
+    return [below, above]
+
+
 def _throughput_at_batch(
     best: Best, kinds: Sequence[str], models: Sequence[str], batch: int, colours: dict[str, str]
 ) -> Any:
@@ -352,13 +550,16 @@ def _throughput_at_batch(
             width * 0.95,
             label=kind,
             color=colours[kind],
+            yerr=_error_bars(configs),
+            capsize=4,
+            error_kw={"elinewidth": 1.2, "ecolor": "#222222"},
         )
         labels = [format_fps(c.throughput_fps if c else None) for c in configs]
         ax.bar_label(bars, labels=labels, fontsize=8, padding=2)
     ax.set_xticks(range(len(models)), models)
     ax.set_xlabel("model")
     ax.set_ylabel("throughput (frames/s)")
-    ax.set_title(f"Throughput at batch {batch} ({BASIS})", fontsize=10)
+    ax.set_title(f"Throughput at batch {batch} ({BASIS}; bars: 95% interval)", fontsize=10)
     ax.margins(y=0.12)
     ax.legend(title="server kind", fontsize=8)
     return figure
@@ -492,6 +693,8 @@ def _environment() -> Any:
         gib=format_bytes,
         megabytes=format_megabytes,
         md=_markdown_cell,
+        gain=format_gain,
+        ci=format_interval,
     )
     return env
 
@@ -542,6 +745,12 @@ def _context(
         "points": points,
         "problems": [p for p in points if p.status == "failed" or not p.valid],
         "charts": charts,
+        # the per-model bars with error bars lead the report; the other charts come later
+        "lead_charts": [c for c in charts if c.path.name.startswith(LEAD_CHART_PREFIX)],
+        "other_charts": [c for c in charts if not c.path.name.startswith(LEAD_CHART_PREFIX)],
+        "interval_method": INTERVAL_METHOD,
+        "wide": wide_configurations(aggregate_configs(results.points), max_ci_halfwidth(results)),
+        "max_ci_halfwidth": max_ci_halfwidth(results),
         "trends": trends,  # controller/trend.py: the verdict and trend charts, or None
         "plan_yaml": yaml.safe_dump(results.plan, sort_keys=False, allow_unicode=True).rstrip(),
         "near_capacity": NEAR_CAPACITY,
@@ -580,8 +789,11 @@ def build_report(run_dir: Path) -> list[Path]:
         if old.name not in drawn:
             old.unlink()
     points = sorted(results.points, key=results.sort_key)
+    intervals = run_intervals(results)
+    if intervals != results.intervals:  # results.json carries what the report shows
+        write_results(run_dir, results.run, results.points, results.failures, intervals)
     csv_path = run_dir / "results.csv"
-    write_bytes(csv_path, _csv_text(points).encode())
+    write_bytes(csv_path, _csv_text(points, intervals).encode())
     trends = report_section(run_dir)  # None until the run has a verdict.json
     markdown, html = render(results, charts, trends)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"

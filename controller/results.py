@@ -333,6 +333,53 @@ class HostRecord:
     link_from: str | None = None  # who told the link's speed: the host or the inventory
 
 
+# ---------------------------------------------------------------------------
+# Intervals (written by the report, controller/report.py; absent from older files)
+
+
+@dataclass
+class ConfigurationInterval:
+    """A configuration's throughput with its 95% interval (controller/intervals.py)."""
+
+    server: str
+    model: str
+    batch: int
+    concurrency: int
+    throughput_fps: float | None  # the mean the interval is centred on
+    low_fps: float | None  # None: no interval, `note` says why
+    high_fps: float | None
+    samples: int  # repeats, or batch means of one repeat, behind it
+    method: str
+    note: str | None = None
+
+
+@dataclass
+class GainInterval:
+    """A relative figure of the report's tables with its 95% interval (Fieller's)."""
+
+    server: str
+    model: str
+    batch: int
+    concurrency: int  # the configuration's best concurrency, the one the gain takes
+    reference_server: str
+    reference_batch: int
+    percent: float | None  # as the report prints it: the ratio of the two medians
+    low_percent: float | None  # None: no interval, `note` says why
+    high_percent: float | None
+    samples: int  # the fewer of the two sides' samples
+    method: str
+    note: str | None = None
+
+
+@dataclass
+class RunIntervals:
+    """results.json's `intervals`: what the report computed from the points."""
+
+    configurations: list[ConfigurationInterval] = field(default_factory=list)
+    gains: list[GainInterval] = field(default_factory=list)
+    wide: list[str] = field(default_factory=list)  # configurations over max_ci_halfwidth
+
+
 @dataclass(frozen=True)
 class RunResults:
     """A whole results.json, read and checked."""
@@ -342,6 +389,7 @@ class RunResults:
     points: tuple[PointResult, ...]
     failures: tuple[str, ...]
     hosts: tuple[HostRecord, ...]  # run.hosts as records
+    intervals: RunIntervals | None = None  # the report's, when it was built
 
     @property
     def run_id(self) -> str:
@@ -561,7 +609,7 @@ def _current_layout(path: Path, document: Any) -> dict[str, Any]:
     while version < FORMAT_VERSION:
         document = _UPGRADES[version](document)
         version += 1
-    unknown = sorted(set(document) - {"format_version", "run", "points", "failures"})
+    unknown = sorted(set(document) - {"format_version", "run", "points", "failures", "intervals"})
     if unknown:
         raise ReportError(f"{path}: '{unknown[0]}' is not a part of results.json")
     return document
@@ -581,6 +629,9 @@ def read_results(path: Path) -> RunResults:
             from_json(PointResult, p, f"points[{i}]") for i, p in enumerate(document["points"])
         )
         failures = read_value(tuple[str, ...], document.get("failures", []), "failures")
+        intervals = document.get("intervals")
+        if intervals is not None:
+            intervals = from_json(RunIntervals, intervals, "intervals")
         hosts = _host_records(run)
         for index, point in enumerate(points):
             try:  # checked now, so that the report cannot fail on it later
@@ -589,19 +640,27 @@ def read_results(path: Path) -> RunResults:
                 raise ReportError(f"{path}: points[{index}].{exc}") from None
     except FieldError as exc:
         raise ReportError(f"{path}: {exc}") from None
-    return RunResults(path=path, run=run, points=points, failures=failures, hosts=hosts)
+    return RunResults(
+        path=path, run=run, points=points, failures=failures, hosts=hosts, intervals=intervals
+    )
 
 
 def write_results(
-    run_dir: Path, run: RunInfo, points: Iterable[PointResult], failures: Iterable[str]
+    run_dir: Path,
+    run: RunInfo,
+    points: Iterable[PointResult],
+    failures: Iterable[str],
+    intervals: RunIntervals | None = None,
 ) -> None:
     """Write results.json atomically: a reader never sees half a file."""
-    document = {
+    document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "run": to_json(run),
         "points": [to_json(p) for p in points],
         "failures": list(failures),
     }
+    if intervals is not None:  # written when the report computed them
+        document["intervals"] = to_json(intervals)
     tmp = run_dir / f"{RESULTS_FILE}.tmp"
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     tmp.replace(run_dir / RESULTS_FILE)

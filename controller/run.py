@@ -22,7 +22,7 @@ from servelab.controller.lab import AnsibleLab, Lab, server_link
 from servelab.controller.phases import PROJECT_DIR
 from servelab.controller.plan import PlanError, load_plan
 from servelab.controller.prometheus import PrometheusAPI
-from servelab.controller.scheduler import Scheduler, scheduler_for
+from servelab.controller.scheduler import Scheduler, listed_points, scheduler_for
 
 
 def execute(
@@ -116,7 +116,7 @@ def _run_command(args: Any) -> int:
         raise PlanError("give either --plan PLAN (a new run) or --resume RUN_DIR")
     if args.list_points:
         plan = load_plan(args.plan or args.resume / PLAN_COPY)
-        print(json.dumps([p.slug for p in plan.points()]))
+        print(json.dumps([p.slug for p in listed_points(plan)]))
         return 0
     if not args.inventory.is_file():
         raise PlanError(f"inventory {args.inventory} does not exist; name an inventory file")

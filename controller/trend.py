@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ def _trend_figure(
     invalid = [(x, p.throughput_fps) for x, p in earlier if not p.valid and p.throughput_fps]
     if valid:
         ax.plot(*zip(*valid, strict=True), marker="o", color="#555555", label="earlier runs")
+    _run_intervals(ax, [(x, p) for x, (_, p) in zip(xs, series, strict=True) if p is not None])
     if invalid:
         ax.scatter(
             *zip(*invalid, strict=True),
@@ -108,7 +110,7 @@ def _trend_figure(
         )
     ax.set_xticks(xs, labels, rotation=30, fontsize=7, ha="right")
     ax.set_ylabel("frames/s")
-    ax.margins(y=0.25)  # not from zero: the noise and the change are what to see
+    _steady_axis(ax, [p.throughput_fps for _, p in series if p is not None and p.throughput_fps])
     ax.grid(True, alpha=0.3)
     server, model, batch, concurrency = key
     title = f"{server} {model} batch {batch} concurrency {concurrency}"
@@ -120,6 +122,49 @@ def _trend_figure(
     if ax.get_legend_handles_labels()[0]:  # a point with no throughput draws nothing
         ax.legend(fontsize=7, loc="best")
     return figure
+
+
+# The y axis spans at least this share of the runs' median either side, so that a
+# percent of noise never fills the chart (a tight axis once drew a 2% wobble as a cliff).
+MIN_AXIS_SPAN = 0.2
+
+
+def _run_intervals(ax: Any, values: Sequence[tuple[int, PointValue]]) -> None:
+    """Each run's own 95% interval as an error bar, where the history recorded one."""
+    bounded = [
+        (x, p)
+        for x, p in values
+        if p.low_fps is not None and p.high_fps is not None and p.throughput_fps is not None
+    ]
+    if not bounded:
+        return
+    ax.errorbar(
+        [x for x, _ in bounded],
+        [p.throughput_fps for _, p in bounded],
+        yerr=[
+            [max(0.0, (p.throughput_fps or 0.0) - (p.low_fps or 0.0)) for _, p in bounded],
+            [max(0.0, (p.high_fps or 0.0) - (p.throughput_fps or 0.0)) for _, p in bounded],
+        ],
+        fmt="none",
+        ecolor="#333333",
+        elinewidth=1,
+        capsize=3,
+        label="each run's 95% interval",
+        zorder=2,
+    )
+
+
+def _steady_axis(ax: Any, rates: Sequence[float]) -> None:
+    """At least +-MIN_AXIS_SPAN of the median, and everything drawn, with some room."""
+    if not rates:
+        return
+    middle = statistics.median(rates)
+    low, high = ax.get_ylim()
+    span = (high - low) * 0.1
+    ax.set_ylim(
+        max(0.0, min(low - span, middle * (1 - MIN_AXIS_SPAN))),
+        max(high + span, middle * (1 + MIN_AXIS_SPAN)),
+    )
 
 
 def write_trend_charts(

@@ -15,6 +15,12 @@ own noise falls this low once in a hundred nights. A point has regressed when
 that confidence reaches `confidence` *and* the drop is at least `min_change` of
 the history's mean, so a change too small to matter never alarms however quiet
 the history is. Nothing is assumed about the noise beyond the history itself.
+
+The new run's own precision counts too: a drop (rise) is called only when the
+history's mean also lies outside the run's 95% interval of the point
+(controller/intervals.py, from its repeats or one repeat's batch means). A run
+that gives no interval (one repeat of a short window, a run of an older
+servelab) is judged by the history alone, and its line says so.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from servelab.controller.history import (
 )
 
 VERDICT_FILE = "verdict.json"
+RANGE_DASH = "\u2013"  # between an interval's bounds
 REGRESSED, IMPROVED, UNCHANGED, NOT_JUDGED = "regressed", "improved", "unchanged", "not judged"
 
 
@@ -146,6 +153,10 @@ class PointVerdict(PointKeyed):
     expected_high_fps: float | None = None  # above this: a rise at the confidence level
     change_pct: float | None = None  # (this run - history mean) / history mean, in percent
     confidence: float | None = None  # of a drop when change < 0, of a rise when > 0
+    # this run's 95% interval of the point (None: it has none, `reason` says so)
+    run_low_fps: float | None = None
+    run_high_fps: float | None = None
+    run_samples: int = 0
 
     @property
     def cv_pct(self) -> float | None:
@@ -275,10 +286,26 @@ def judge_point(
         confidence = 0.5 if y == mean else 1.0
         half_width = 0.0
     change = (y - mean) / mean
-    if confidence >= settings.confidence and change <= -settings.min_change:
-        status, reason = REGRESSED, "below the history's range"
+    low, high = value.low_fps, value.high_fps
+    has_interval = low is not None and high is not None
+    inside = low is not None and high is not None and low <= mean <= high
+    alone = (
+        ""
+        if has_interval
+        else f"; no interval in this run ({value.interval_note or 'unknown'}):"
+        " judged by the history alone"
+    )
+    if confidence >= settings.confidence and abs(change) >= settings.min_change and inside:
+        status = UNCHANGED
+        side = "below" if change < 0 else "above"
+        reason = (
+            f"{side} the history's range, but the history's mean {mean:.1f} lies inside this"
+            f" run's 95% interval ({low:.1f}{RANGE_DASH}{high:.1f}, n = {value.interval_samples})"
+        )
+    elif confidence >= settings.confidence and change <= -settings.min_change:
+        status, reason = REGRESSED, "below the history's range and this run's interval" + alone
     elif confidence >= settings.confidence and change >= settings.min_change:
-        status, reason = IMPROVED, "above the history's range"
+        status, reason = IMPROVED, "above the history's range and this run's interval" + alone
     elif confidence >= settings.confidence:
         status = UNCHANGED
         reason = f"outside the noise, but smaller than the {100 * settings.min_change:.0f}% minimum"
@@ -298,6 +325,9 @@ def judge_point(
         expected_high_fps=mean + half_width,
         change_pct=100.0 * change,
         confidence=confidence,
+        run_low_fps=low,
+        run_high_fps=high,
+        run_samples=value.interval_samples,
     )
 
 

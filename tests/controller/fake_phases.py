@@ -40,6 +40,8 @@ def smoke_plan(tmp_path: Path, **changes: Any) -> Plan:
 class FakeLab:
     """Phases noted as (phase, kind); each point's numbers from the callables given."""
 
+    serve_others = "stopped"  # what serve() does to the other kinds (controller/lab.py)
+
     def __init__(
         self,
         *,

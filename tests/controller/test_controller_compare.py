@@ -113,3 +113,39 @@ def test_bad_input_exits_2_naming_the_file(tmp_path, capsys):
     missing = tmp_path / "missing"
     assert cli.main(["compare", str(missing), str(run_a)]) == 2
     assert f"servelab: error: {missing}: no such run directory or file" in capsys.readouterr().err
+
+
+def _repeats(fps: list[float], server: str = OV) -> list[dict]:
+    return [point(server, V1, 1, fps=v, repeat=r) for r, v in enumerate(fps)]
+
+
+def test_a_change_inside_the_noise_is_said_to_be_so(tmp_path, capsys):
+    # +4% in the medians, but the repeats scatter by +-8%: the interval holds 0
+    a = write_run(tmp_path / "a", run_document(_repeats([92.0, 100.0, 108.0])))
+    b = write_run(tmp_path / "b", run_document(_repeats([96.0, 104.0, 112.0])))
+    assert cli.main(["compare", str(a), str(b), "--json"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)["points"]
+    assert found["change_pct"] == pytest.approx(4.0)
+    assert found["change_low_pct"] < 0 < found["change_high_pct"]
+    assert found["noise"] == "within the noise"
+
+
+def test_a_change_beyond_the_noise_is_marked_in_the_table(tmp_path, capsys):
+    a = write_run(tmp_path / "a", run_document(_repeats([99.0, 100.0, 101.0])))
+    b = write_run(tmp_path / "b", run_document(_repeats([109.0, 110.0, 111.0])))
+    assert cli.main(["compare", str(a), str(b)]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(OV)]
+    cells = row.split()
+    assert cells[6] == "+10.0%"
+    low, high = (float(x.rstrip("%")) for x in cells[9].split("\u2013"))
+    assert 0 < low < 10 < high
+    assert cells[10:12] == ["3", "BEYOND"]
+
+
+def test_an_older_run_without_timelines_has_no_interval_and_says_why(tmp_path, capsys):
+    a = write_run(tmp_path / "a", run_document(_repeats([100.0])))
+    b = write_run(tmp_path / "b", run_document(_repeats([120.0])))
+    assert cli.main(["compare", str(a), str(b), "--json"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)["points"]
+    assert found["change_low_pct"] is None
+    assert found["noise"].startswith("no interval in A: one repeat")

@@ -72,6 +72,15 @@ def _write(tmp_path: Path, **changes) -> Path:
         ({"concurrency": {"sweep": {"start": 4, "max": 2}}}, "sweep.max is 2; use an integer >= 4"),
         ({"concurrency": {"sweep": {"max": 8, "factor": 1}}}, "sweep.factor is 1"),
         ({"concurrency": {"steps": [1]}}, r"concurrency: unknown key\(s\) \['steps'\]"),
+        ({"schedule": "random"}, r"'schedule' is 'random'; use one of \['interleaved'"),
+        ({"max_repeats": 4}, "'max_repeats' applies only with 'repeats: auto'"),
+        ({"repeats": "auto", "max_repeats": 1}, "'max_repeats' is 1; use an integer >= 2"),
+        ({"repeats": "many"}, "'repeats' is 'many'; use a positive integer or 'auto'"),
+        ({"validity": {"max_ci_halfwidth": 0}}, "max_ci_halfwidth is 0; use a number from"),
+        (
+            {"repeats": "auto", "concurrency": {"sweep": {"max": 8}}},
+            "'repeats: auto' does not combine with a concurrency sweep",
+        ),
     ],
 )
 def test_mistakes_are_named(tmp_path, changes, message):
@@ -100,3 +109,12 @@ def test_validity_bounds_default_and_can_be_set(tmp_path):
     plan = load_plan(_write(tmp_path, validity={"max_client_cpu": 0.3}))
     assert plan.validity.max_client_cpu == 0.3
     assert plan.validity.proxy_tolerance == 0.05
+
+
+def test_repeats_auto_and_the_schedule_defaults(tmp_path):
+    auto = load_plan(_write(tmp_path, repeats="auto"))
+    assert (auto.repeats, auto.max_repeats, auto.most_repeats) == (2, 6, 6)
+    assert auto.schedule == "interleaved" and auto.validity.max_ci_halfwidth == 0.05
+    assert load_plan(_write(tmp_path, repeats=1)).schedule == "sequential"
+    kept = load_plan(_write(tmp_path, repeats=3, schedule="sequential"))
+    assert (kept.schedule, kept.max_repeats) == ("sequential", None)

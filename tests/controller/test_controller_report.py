@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -100,7 +101,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
 
 
 def _lines(run_dir: Path) -> list[str]:
-    return (run_dir / "report.md").read_text().splitlines()
+    """report.md's lines with each 95% interval left out (their own tests check them)."""
+    text = (run_dir / "report.md").read_text()
+    return INTERVAL.sub("", text).splitlines()
+
+
+# an interval after a figure, or in its own cell: "(128.0 to 146.1%, n = 3)", an en dash
+INTERVAL = re.compile(rf" ?\((?:no interval|[-0-9.]+{D}[-0-9.]+(?: frames/s|%), n = \d+)\)")
 
 
 def test_the_best_concurrency_and_the_medians_are_what_the_hand_computation_says():
@@ -124,15 +131,63 @@ def test_gains_relative_to_the_baseline_equal_the_hand_computed_ones(built):
                 valid, total = sum(isinstance(v, float) for v in repeats), len(repeats)
                 gain = f"{100 * fps / base[0]:.1f}%" if base else D
                 cells = (
-                    f"{model} | {batch} | {kind} | {conc} | {valid}/{total} | {fps:.1f} | {gain}"
+                    f"{model} | {batch} | {kind} | {conc} | {valid}/{total} | {fps:.1f} | | {gain}"
                 )
                 row = f"| {cells} |"
                 assert row in lines, row
     # The published shape: one matrix per kind against the baseline, models by batch sizes.
     assert f"| {V1} | {100 * 58 / 21:.1f}% | {100 * 96 / 32:.1f}% |" in lines
     assert f"| {V2} | {100 * 40.5 / 15.5:.1f}% | {D} |" in lines
-    assert "| resnet_v1_50 | 1 | ref-openvino | 4 | 2/3 | 58.0 | 276.2% |" in lines
-    assert "| resnet_v1_50 | 8 | ref-openvino | 2 | 2/2 | 96.0 | 300.0% |" in lines
+    assert "| resnet_v1_50 | 1 | ref-openvino | 4 | 2/3 | 58.0 | | 276.2% |" in lines
+    assert "| resnet_v1_50 | 8 | ref-openvino | 2 | 2/2 | 96.0 | | 300.0% |" in lines
+
+
+def _fieller_by_hand(num: list[float], den: list[float], t: float) -> tuple[float, float]:
+    """Fieller's bounds for mean(num) / mean(den), two repeats a side, at quantile t."""
+    a, b = statistics.fmean(num), statistics.fmean(den)
+    va, vb = statistics.variance(num) / 2, statistics.variance(den) / 2
+    root = ((a * b) ** 2 - (b * b - t * t * vb) * (a * a - t * t * va)) ** 0.5
+    return (a * b - root) / (b * b - t * t * vb), (a * b + root) / (b * b - t * t * vb)
+
+
+def test_gains_carry_fiellers_interval_in_the_report_json_and_csv(built):
+    run_dir, _ = built
+    text = (run_dir / "report.md").read_text()
+    # OV V1 b8 (c2) over TF V1 b8: Welch's df of two 2-repeat sides lies from 1 to 2, so
+    # the bounds lie between Fieller's at t(2) = 4.303 and at t(1) = 12.706
+    narrow = _fieller_by_hand([95.0, 97.0], [30.0, 34.0], 4.3027)
+    wide = _fieller_by_hand([95.0, 97.0], [30.0, 34.0], 12.7062)
+    found = re.search(
+        rf"\| {V1} \| 276\.2% \([^)]*\) \| 300\.0% \(([0-9.]+){D}([0-9.]+)%, n = 2\) \|", text
+    )
+    assert found, "the gain matrix's batch-8 cell"
+    low, high = float(found[1]) / 100, float(found[2]) / 100
+    assert wide[0] - 1e-3 <= low <= narrow[0] + 1e-3 and narrow[1] - 1e-3 <= high <= wide[1] + 1e-3
+    # results.json's intervals and results.csv carry the same bounds
+    document = json.loads((run_dir / "results.json").read_text())
+    gain = next(
+        g
+        for g in document["intervals"]["gains"]
+        if (g["server"], g["model"], g["batch"], g["reference_batch"]) == (OV, V1, 8, 8)
+    )
+    assert gain["low_percent"] == pytest.approx(100 * low, abs=0.06) and gain["samples"] == 2
+    with (run_dir / "results.csv").open(newline="") as f:
+        rows = [
+            r for r in csv.DictReader(f) if (r["server"], r["model"], r["batch"]) == (OV, V1, "8")
+        ]
+    best = [r for r in rows if r["concurrency"] == "2"]
+    assert float(best[0]["gain_high_percent"]) == pytest.approx(gain["high_percent"])
+    assert all(r["gain_percent"] == "" for r in rows if r["concurrency"] == "4")
+
+
+def test_the_report_leads_with_the_gains_then_the_chart(built):
+    text = (built[0] / "report.md").read_text()
+    gains = text.index("## Throughput relative to the baseline")
+    chart = text.index("## Throughput per model, with 95% intervals")
+    assert gains < chart < text.index("## Each configuration relative to the baseline at batch 1")
+    # every configuration here has two repeats: t(1) makes each interval wider than 5%
+    assert "**Intervals wider than ±5.0%**" in text
+    assert f"- {OV} {V1} batch 8 concurrency 2: ±" in text
 
 
 def test_what_100_percent_means_is_stated(built):
@@ -287,7 +342,7 @@ def test_the_html_is_self_contained(built):
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert all(link.startswith("#") for link in links)
     # The same numbers as the Markdown.
-    assert '<td class="num">300.0%</td>' in html
+    assert '<td class="num">300.0% (' in html
     assert "INVALID: errors: {&#39;UNAVAILABLE&#39;: 3}" in html
 
 

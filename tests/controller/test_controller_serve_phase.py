@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from servelab.controller.bookkeeping import RunBook
 from servelab.controller.lab import AnsibleLab
 from servelab.controller.plan import Point
@@ -106,3 +108,39 @@ def test_without_prometheus_the_real_lab_never_says_a_kind_still_serves(tmp_path
     point = Point("ref-openvino", "tiny", 1, 2, 0)
     assert lab.observe(point, Window(1006.0, 1010.0), {}, None) is None
     assert lab.clock_offsets() is None
+
+
+def _interleaved(tmp_path: Path, serve_others: str) -> FakeLab:
+    lab = FakeLab(still_up=True)
+    lab.serve_others = serve_others
+    book = RunBook.start(
+        smoke_plan(tmp_path, batches=[1], repeats=3),
+        tmp_path / "results",
+        inventory=INVENTORY,
+        progress=None,
+    )
+    execute(book, lab, keep_up=True)
+    return lab
+
+
+def test_interleaved_repeats_with_idle_kinds_serve_each_kind_once(tmp_path):
+    lab = _interleaved(tmp_path, "idle")
+    assert [p.server for p in lab.loaded] == ["ref-openvino", "ref-tensorflow"] * 3
+    assert lab.served() == ["ref-openvino", "ref-tensorflow"]
+
+
+def test_interleaved_repeats_with_stopped_kinds_serve_every_switch(tmp_path):
+    lab = _interleaved(tmp_path, "stopped")
+    # each serve stops the other kind, so its earlier clean window no longer counts
+    assert lab.served() == ["ref-openvino", "ref-tensorflow"] * 3
+    assert lab.asked == []
+
+
+def test_the_lab_refuses_an_unknown_serve_others(tmp_path):
+    with pytest.raises(ValueError, match="servelab_serve_others"):
+        AnsibleLab(
+            inventory=INVENTORY,
+            extravars={"servelab_serve_others": "paused"},
+            plan_file=tmp_path / "plan.yml",
+            prometheus=None,
+        )

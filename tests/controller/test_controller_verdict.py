@@ -15,6 +15,7 @@ import statistics
 import pytest
 
 from servelab.controller.history import PointValue, read_history, register
+from servelab.controller.intervals import from_repeats, interval
 from servelab.controller.verdict import (
     IMPROVED,
     NOT_JUDGED,
@@ -239,3 +240,57 @@ def test_ordinary_noise_rarely_alarms_and_a_real_drop_does():
     assert false_2 <= 0.015
     assert found_2 >= 0.9
     assert found_3 >= 0.5
+
+
+def _quiet_history() -> list[tuple[str, PointValue]]:
+    rng = random.Random(5)
+    return [
+        (f"r{i}", PointValue("k", "m", 1, 1, 100 * (1 + rng.gauss(0, 0.01)), True, 1, 1, ()))
+        for i in range(10)
+    ]
+
+
+def _run_of(repeats: list[float]) -> PointValue:
+    """The new run's point as the history registers it, its interval from its repeats."""
+    bounds = interval(from_repeats(repeats))
+    median = statistics.median(repeats)
+    return PointValue(
+        "k",
+        "m",
+        1,
+        1,
+        median,
+        True,
+        len(repeats),
+        len(repeats),
+        (),
+        low_fps=bounds.low,
+        high_fps=bounds.high,
+        interval_samples=len(repeats),
+    )
+
+
+def test_a_drop_inside_the_new_runs_own_interval_is_not_a_regression():
+    # median 90 (-10%) against a 1%-quiet history, but its repeats scatter from 70 to 130:
+    # the history's mean 100 lies inside the run's interval, so the drop is not called
+    verdict = judge_point(_run_of([70.0, 90.0, 130.0]), _quiet_history(), Settings())
+    assert verdict.confidence > 0.99 and verdict.change_pct < -5
+    assert verdict.status == UNCHANGED
+    assert "inside this run's 95% interval" in verdict.reason
+    assert verdict.run_low_fps < 100 < verdict.run_high_fps
+
+
+def test_a_drop_outside_both_the_history_and_the_runs_interval_is_a_regression():
+    verdict = judge_point(_run_of([89.0, 90.0, 91.0]), _quiet_history(), Settings())
+    assert verdict.status == REGRESSED
+    assert verdict.run_high_fps < 100
+    assert verdict.reason == "below the history's range and this run's interval"
+
+
+def test_a_run_without_an_interval_is_judged_by_the_history_alone_and_says_so():
+    value = PointValue(
+        "k", "m", 1, 1, 90.0, True, 1, 1, (), interval_note="one repeat and no timeline"
+    )
+    verdict = judge_point(value, _quiet_history(), Settings())
+    assert verdict.status == REGRESSED
+    assert "no interval in this run (one repeat and no timeline)" in verdict.reason

@@ -25,7 +25,9 @@ import pytest
 from servelab.controller import cli
 from servelab.controller.bookkeeping import RunBook
 from servelab.controller.clocks import ClockOffset
+from servelab.controller.compare import compare_runs
 from servelab.controller.plan import PlanError
+from servelab.controller.report import build_report
 from servelab.controller.results import (
     FORMAT_VERSION,
     RESULTS_FILE,
@@ -254,3 +256,21 @@ def test_resume_of_an_unreadable_file_is_an_error_and_leaves_it_alone(tmp_path):
     assert cli.main(["run", "--resume", str(run_dir)]) == 2
     assert (run_dir / RESULTS_FILE).read_bytes() == before
     assert sorted(p.name for p in run_dir.iterdir()) == [RESULTS_FILE]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_an_older_file_reports_and_compares_saying_where_no_interval_exists(tmp_path, name):
+    run_dir = _copy(tmp_path, name)
+    build_report(run_dir)
+    results = read_results(run_dir)
+    assert results.intervals is not None  # the report wrote them
+    for config in results.intervals.configurations:
+        assert (config.low_fps is None) == (config.note is not None)
+    comparison = compare_runs(run_dir, run_dir)
+    for p in comparison.points:
+        bounds = p.change_interval
+        if bounds is not None and bounds.low is None:
+            assert p.noise.startswith("no interval in A")
+    # written again with its intervals, the file reads the same
+    write_results(tmp_path, results.run, results.points, results.failures, results.intervals)
+    assert read_results(tmp_path).intervals == results.intervals
