@@ -5,6 +5,11 @@ error and Prometheus has scraped it since that window ended: then it still runs
 with the plan's models, and serving again (Ansible's start and a dozen tasks,
 about 9 s) is not needed. Anything less certain (another kind, an error, a missed
 scrape) serves afresh, which also brings back a server that died.
+
+Each point's window comes from controller/window_length.py: the plan's duration,
+or longer when the rate seen so far says the point would hold too few requests. A
+window that still ends short is measured again, longer; only the last attempt is
+kept (its result carries `window_choice`: how long, how many attempts, why).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from servelab.controller.plan import Plan, Point
 from servelab.controller.prometheus import Window
 from servelab.controller.results import PointResult, from_clients
 from servelab.controller.validity import judge, merged_timeline, stability, worst_coverage
+from servelab.controller.window_length import WindowChoice, WindowPlanner
 from servelab.server.modelrepo.ceiling import CEILING_FILE, load_ceiling
 from servelab.server.modelrepo.errors import ModelRepoError
 
@@ -36,16 +42,40 @@ class PointCycle:
         self.link = link
         # (kind, end of its window) after a point that kind served without an error
         self._served_cleanly: tuple[str, float] | None = None
+        self.windows = WindowPlanner(plan.window, plan.validity)
 
     def measure(self, point: Point) -> PointResult:
         """The point's result; a failed phase gives a result with status "failed"."""
+        choice: WindowChoice | None = self.windows.first(point)
+        while choice is not None:
+            result = self._attempt(point, choice)
+            choice = self._longer_window(point, result, choice)
+        return result
+
+    def _attempt(self, point: Point, choice: WindowChoice) -> PointResult:
         point_dir = self.run_dir / POINTS_DIR / point.slug
-        shutil.rmtree(point_dir, ignore_errors=True)  # what a failed attempt left
+        shutil.rmtree(point_dir, ignore_errors=True)  # what a failed or short attempt left
         point_dir.mkdir(parents=True)
-        result = self._serve_and_load(point, point_dir)
+        result = self._serve_and_load(point, point_dir, choice.duration_s)
         clean = result.window is not None and not any(result.errors.values())
         self._served_cleanly = (point.server, result.window.end_epoch) if clean else None
+        if choice.reason is not None:
+            result.window_choice = choice
         return result
+
+    def _longer_window(
+        self, point: Point, result: PointResult, choice: WindowChoice
+    ) -> WindowChoice | None:
+        """The next attempt's window when this one ended short of its requests; else None."""
+        if result.status != "measured" or result.window is None or result.errors_total:
+            return None  # a failed or erring point is not made valid by a longer window
+        hosts = len(result.clients)
+        requests = result.requests or 0
+        self.windows.learn(point, requests, result.window.duration_s, hosts)
+        longer = self.windows.again(point, choice, requests, result.window.duration_s, hosts)
+        if longer is not None:
+            print(f"{point.slug}: {longer.reason}; measured again", flush=True)
+        return longer
 
     def _still_serving(self, kind: str) -> bool:
         if self._served_cleanly is None:
@@ -53,13 +83,13 @@ class PointCycle:
         served, window_end = self._served_cleanly
         return served == kind and self.lab.still_serving(kind, window_end)
 
-    def _serve_and_load(self, point: Point, point_dir: Path) -> PointResult:
+    def _serve_and_load(self, point: Point, point_dir: Path, window_s: float) -> PointResult:
         try:
             if self._still_serving(point.server):
                 print(f"{point.slug}: {point.server} still serves, not served again", flush=True)
             else:
                 self.lab.serve(point.server, self.run_dir / CEILING_FILE)
-            self.lab.load(point, point_dir)
+            self.lab.load(point, point_dir, window_s)
         except PhaseFailed as exc:
             failed = PointResult(
                 point.server, point.model, point.batch, point.concurrency, point.repeat
@@ -94,6 +124,7 @@ class PointCycle:
         result.cpu = seen.cpu
         result.network = seen.network
         result.scrape_coverage = worst_coverage(seen.coverage) if seen.coverage else None
+        result.frequency = seen.frequency or None
         result.reasons = notes + self._judge(result, window, summaries, seen)
         result.valid = not result.reasons
         return result
@@ -137,4 +168,5 @@ class PointCycle:
             client_cpu_source=source,
             stable=stable,
             coverage=seen.coverage,
+            frequency=seen.frequency,
         )
