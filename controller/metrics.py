@@ -193,12 +193,8 @@ def cpu_frequency(api: PrometheusAPI, window: Window) -> list[HostFrequency]:
     the extremes of that mean over the window's scrapes. A host whose exporter shows
     no frequency (most VMs have no cpufreq) is listed as not exposed.
     """
-    hosts = sorted(
-        {
-            labels.get("host", labels.get("instance", "?"))
-            for labels, _ in api.instant(_selector("node_uname_info", 'job="node"'), window.end_epoch)
-        }
-    )
+    exporters = api.instant(_selector("node_uname_info", 'job="node"'), window.end_epoch)
+    hosts = sorted({labels.get("host", labels.get("instance", "?")) for labels, _ in exporters})
     found = []
     for host in hosts:
         matchers = ('job="node"', f'host="{host}"')
