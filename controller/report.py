@@ -35,6 +35,7 @@ from servelab.controller.formats import (
     format_megabytes,
     format_ms,
     format_percent,
+    format_percentile,
 )
 from servelab.controller.kinds import KINDS
 from servelab.controller.metrics import NEAR_CAPACITY
@@ -487,6 +488,7 @@ def _environment() -> Any:
         fps=format_fps,
         ms=format_ms,
         percent=format_percent,
+        percentile=format_percentile,
         fraction=format_fraction,
         count=format_count,
         gib=format_bytes,
