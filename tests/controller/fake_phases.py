@@ -106,7 +106,10 @@ class FakeLab:
             for job in SCRAPE_JOBS
         ]
         return Observation(
-            proxy=ProxyMetrics(finished, finished / window.duration_s, 3.0, 1.0, None),
+            # HAProxy's rate spans its first to last scrape inside the window: a second less
+            proxy=ProxyMetrics(
+                finished, finished / window.duration_s, max(window.duration_s - 1, 1), 1.0, None
+            ),
             cpu=CpuUse(0.6, 0.1, 0.1, 2, 2, shared_host=False),
             coverage=coverage,
         )
