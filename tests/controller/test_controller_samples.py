@@ -188,3 +188,14 @@ def test_the_sample_minimum_of_each_percentile():
 def test_a_point_from_before_the_count_shows_its_stored_percentile():
     assert format_percentile(Latency(p99=12.345), "p99") == "12.3"
     assert format_percentile(Latency(), "p99") == "\u2013"
+
+
+def test_the_progress_line_says_how_many_requests_stand_behind_the_point():
+    from servelab.controller.bookkeeping import point_line
+
+    few = from_clients(Point("ref-tensorflow", "tiny", 8, 2, 0), {"c": _histogram_summary(16)})
+    line = point_line(few, 4, 4)
+    assert ", 16 requests in 10 s, p99 n/a: 16 samples, " in line
+    many = from_clients(Point("ref-tensorflow", "tiny", 8, 2, 0), {"c": _histogram_summary(200)})
+    assert ", 200 requests in 10 s, p99 " in point_line(many, 4, 4)
+    assert " ms, " in point_line(many, 4, 4)
