@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from servelab.controller import clocks
+from servelab.controller.formats import DASH, format_percentile
 from servelab.controller.lab import Lab
 from servelab.controller.phases import PROJECT_DIR, PhaseFailed
 from servelab.controller.plan import Plan, PlanError, Point, load_plan
@@ -199,14 +200,17 @@ class RunBook:
 
 
 def point_line(result: PointResult, done: int, total: int) -> str:
-    """A point's progress line: its throughput, p99 and verdict."""
-    latency = result.latency.p99
+    """A point's progress line: its throughput, the requests and window behind it, p99, verdict."""
     fps = "-" if result.throughput_fps is None else f"{result.throughput_fps:.1f}"
-    p99 = "-" if latency is None else f"{latency:.1f}"
+    p99 = format_percentile(result.latency, "p99")
+    p99 = "p99 -" if p99 == DASH else f"p99 {p99}" if p99.startswith("n/a") else f"p99 {p99} ms"
+    behind = ""
+    if result.window is not None and result.requests is not None:
+        behind = f", {result.requests} requests in {result.window.duration_s:.0f} s"
     verdict = "valid" if result.valid else "INVALID: " + "; ".join(result.reasons)
     if result.status == "failed":
         verdict = "FAILED: " + "; ".join(result.reasons)
-    return f"point {done}/{total} {result.point.slug}: {fps} frames/s, p99 {p99} ms, {verdict}"
+    return f"point {done}/{total} {result.point.slug}: {fps} frames/s{behind}, {p99}, {verdict}"
 
 
 def _duration(seconds: float) -> str:

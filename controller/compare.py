@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from servelab.controller.fingerprint import run_differences, untuned_note
 from servelab.controller.formats import DASH, format_fps, format_ms
 from servelab.controller.intervals import Estimate, Interval, configuration_estimate, ratio_interval
 from servelab.controller.results import PointResult, RunResults, read_results
@@ -179,6 +180,7 @@ class Comparison:
             "a": run(self.a),
             "b": run(self.b),
             "points": [p.to_json() for p in self.points],
+            "machine_differences": [asdict(d) for d in run_differences(self.a, self.b)],
         }
 
 
@@ -304,6 +306,13 @@ def format_table(comparison: Comparison) -> str:
     out.extend(line(r) for r in rows)
     if not rows:
         out.append("(neither run holds a point)")
+    machine = run_differences(a, b)
+    if machine:
+        out += ["", "MACHINES DIFFER: a change above may be the machine's, not the server's"]
+        out += [f"  {d}" for d in machine]
+    note = untuned_note(a, b)
+    if note:
+        out += ["", f"note: {note}"]
     return "\n".join(out)
 
 

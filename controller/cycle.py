@@ -8,6 +8,11 @@ own: when the lab leaves the other kinds idle (`serve_others: idle`), interleave
 repeats switch between kinds without serving again. Anything less certain (an
 error, a missed scrape, a serve that stopped the kind) serves afresh, which also
 brings back a server that died.
+
+Each point's window comes from controller/window_length.py: the plan's duration,
+or longer when the rate seen so far says the point would hold too few requests. A
+window that still ends short is measured again, longer; only the last attempt is
+kept (its result carries `window_choice`: how long, how many attempts, why).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from servelab.controller.plan import Plan, Point
 from servelab.controller.prometheus import Window
 from servelab.controller.results import PointResult, from_clients
 from servelab.controller.validity import judge, merged_timeline, stability, worst_coverage
+from servelab.controller.window_length import WindowChoice, WindowPlanner
 from servelab.server.modelrepo.ceiling import CEILING_FILE, load_ceiling
 from servelab.server.modelrepo.errors import ModelRepoError
 
@@ -40,19 +46,43 @@ class PointCycle:
         # kind -> end of the window of its last point, served without an error since
         # its last serve phase (and not stopped by another kind's)
         self._served_cleanly: dict[str, float] = {}
+        self.windows = WindowPlanner(plan.window, plan.validity)
 
     def measure(self, point: Point) -> PointResult:
         """The point's result; a failed phase gives a result with status "failed"."""
+        choice: WindowChoice | None = self.windows.first(point)
+        while choice is not None:
+            result = self._attempt(point, choice)
+            choice = self._longer_window(point, result, choice)
+        return result
+
+    def _attempt(self, point: Point, choice: WindowChoice) -> PointResult:
         point_dir = self.run_dir / POINTS_DIR / point.slug
-        shutil.rmtree(point_dir, ignore_errors=True)  # what a failed attempt left
+        shutil.rmtree(point_dir, ignore_errors=True)  # what a failed or short attempt left
         point_dir.mkdir(parents=True)
-        result = self._serve_and_load(point, point_dir)
+        result = self._serve_and_load(point, point_dir, choice.duration_s)
         clean = result.window is not None and not any((result.errors or {}).values())
         if clean and result.window is not None and result.window.end_epoch is not None:
             self._served_cleanly[point.server] = result.window.end_epoch
         else:
             self._served_cleanly.pop(point.server, None)
+        if choice.reason is not None:
+            result.window_choice = choice
         return result
+
+    def _longer_window(
+        self, point: Point, result: PointResult, choice: WindowChoice
+    ) -> WindowChoice | None:
+        """The next attempt's window when this one ended short of its requests; else None."""
+        if result.status != "measured" or result.window is None or result.errors_total:
+            return None  # a failed or erring point is not made valid by a longer window
+        hosts = len(result.clients)
+        requests = result.requests or 0
+        self.windows.learn(point, requests, result.window.duration_s, hosts)
+        longer = self.windows.again(point, choice, requests, result.window.duration_s, hosts)
+        if longer is not None:
+            print(f"{point.slug}: {longer.reason}; measured again", flush=True)
+        return longer
 
     def _still_serving(self, kind: str) -> bool:
         window_end = self._served_cleanly.get(kind)
@@ -65,13 +95,13 @@ class PointCycle:
             self._served_cleanly.pop(kind, None)
         self.lab.serve(kind, self.run_dir / CEILING_FILE)
 
-    def _serve_and_load(self, point: Point, point_dir: Path) -> PointResult:
+    def _serve_and_load(self, point: Point, point_dir: Path, window_s: float) -> PointResult:
         try:
             if self._still_serving(point.server):
                 print(f"{point.slug}: {point.server} still serves, not served again", flush=True)
             else:
                 self._serve(point.server)
-            self.lab.load(point, point_dir)
+            self.lab.load(point, point_dir, window_s)
         except PhaseFailed as exc:
             failed = PointResult(
                 point.server, point.model, point.batch, point.concurrency, point.repeat
@@ -106,6 +136,7 @@ class PointCycle:
         result.cpu = seen.cpu
         result.network = seen.network
         result.scrape_coverage = worst_coverage(seen.coverage) if seen.coverage else None
+        result.frequency = seen.frequency or None
         result.reasons = notes + self._judge(result, window, summaries, seen)
         result.valid = not result.reasons
         return result
@@ -149,4 +180,5 @@ class PointCycle:
             client_cpu_source=source,
             stable=stable,
             coverage=seen.coverage,
+            frequency=seen.frequency,
         )

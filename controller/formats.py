@@ -6,6 +6,10 @@ exist looks the same everywhere (an en dash; empty in CSV).
 
 from __future__ import annotations
 
+from typing import Any
+
+from servelab.controller.percentiles import enough_samples
+
 DASH = "\u2013"  # an en dash: what a number that does not exist looks like, in every format but CSV
 
 
@@ -40,3 +44,17 @@ def format_count(value: int | None) -> str:
 
 def format_bytes(value: int | None) -> str:
     return DASH if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def format_percentile(latency: Any, name: str) -> str:
+    """A latency percentile (ms) of a point's `latency_ms`, or why it is not stated.
+
+    `latency` is results.json's Latency (anything with the percentile's attribute
+    and `samples`). Below the percentile's sample minimum (controller/percentiles.py)
+    it reads "n/a: 19 samples"; points measured before the count was kept show their
+    value as it was stored.
+    """
+    samples = getattr(latency, "samples", None)
+    if samples is not None and not enough_samples(name, samples):
+        return f"n/a: {samples} samples"
+    return format_ms(getattr(latency, name, None))

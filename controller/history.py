@@ -195,7 +195,12 @@ def _numbers_as_floats(value: Any) -> Any:
 
 # Validity bounds added after runs entered histories: at their default they leave a plan's
 # hash as it was, so the runs before them stay comparable with the runs after.
-LATER_VALIDITY_FIELDS = ("min_scrape_coverage", "max_ci_halfwidth")
+LATER_VALIDITY_FIELDS = (
+    "min_scrape_coverage",
+    "max_ci_halfwidth",
+    "min_requests",
+    "max_frequency_change",
+)
 
 
 def method_hash(plan: dict[str, Any]) -> str:

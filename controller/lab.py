@@ -17,9 +17,11 @@ from servelab.controller import clocks
 from servelab.controller.clocks import ClockOffset
 from servelab.controller.metrics import (
     CpuUse,
+    HostFrequency,
     NetworkUse,
     ProxyMetrics,
     ServerSideMetrics,
+    cpu_frequency,
     cpu_use,
     network_use,
     proxy_metrics,
@@ -82,6 +84,7 @@ class Observation:
     network: NetworkUse | None = None
     coverage: list[ScrapeCoverage] = field(default_factory=list)
     error: str | None = None  # Prometheus failed part-way: what it said
+    frequency: list[HostFrequency] = field(default_factory=list)  # each host's CPU frequency
 
 
 class Lab(Protocol):
@@ -106,8 +109,9 @@ class Lab(Protocol):
         """Whether the kind's server answered a scrape after `since_epoch`."""
         ...
 
-    def load(self, point: Point, point_dir: Path) -> None:
-        """The client pools run the point; their summaries land in point_dir; PhaseFailed."""
+    def load(self, point: Point, point_dir: Path, window_s: float | None = None) -> None:
+        """The client pools run the point over a window of window_s (the plan's duration_s
+        when None); their summaries land in point_dir; PhaseFailed."""
         ...
 
     def observe(
@@ -193,12 +197,14 @@ class AnsibleLab:
         except PrometheusError:
             return False
 
-    def load(self, point: Point, point_dir: Path) -> None:
+    def load(self, point: Point, point_dir: Path, window_s: float | None = None) -> None:
+        window = {} if window_s is None else {"servelab_window_s": window_s}
         self._phase(
             "playbooks/phases/load.yml",
             {
                 "servelab_point": {**asdict(point), "slug": point.slug},
                 "servelab_point_dir": str(point_dir),
+                **window,
             },
         )
 
@@ -231,6 +237,7 @@ class AnsibleLab:
             if link is not None:
                 seen.network = network_use(api, link.host, link.device, link.speed_mbps, window)
             seen.coverage = window_coverage(api, point.server, window)
+            seen.frequency = cpu_frequency(api, window)
         except PrometheusError as exc:
             seen.error = str(exc)
         return seen

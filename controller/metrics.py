@@ -17,7 +17,13 @@ from servelab.controller.prometheus import (
     window_increase,
     window_rate,
 )
-from servelab.controller.results import CpuUse, NetworkUse, ProxyMetrics, ServerSideMetrics
+from servelab.controller.results import (
+    CpuUse,
+    HostFrequency,
+    NetworkUse,
+    ProxyMetrics,
+    ServerSideMetrics,
+)
 
 # Scrapes are one second apart: the raw samples are fetched with this much on each side.
 MARGIN_S = 3.0
@@ -172,3 +178,51 @@ def network_use(
         link_use=use,
         near_capacity=use is not None and use >= NEAR_CAPACITY,
     )
+
+
+# The node exporter's cpufreq collector: each core's current frequency (the kernel's
+# scaling_cur_freq) and the thermal throttling counters, where the host exposes them.
+FREQUENCY_METRIC = "node_cpu_scaling_frequency_hertz"
+THROTTLE_METRICS = ("node_cpu_core_throttles_total", "node_cpu_package_throttles_total")
+
+
+def cpu_frequency(api: PrometheusAPI, window: Window) -> list[HostFrequency]:
+    """Each node exporter host's CPU frequency and throttling inside the window.
+
+    The host's frequency at a scrape is the mean over its cores; low and high are
+    the extremes of that mean over the window's scrapes. A host whose exporter shows
+    no frequency (most VMs have no cpufreq) is listed as not exposed.
+    """
+    exporters = api.instant(_selector("node_uname_info", 'job="node"'), window.end_epoch)
+    hosts = sorted({labels.get("host", labels.get("instance", "?")) for labels, _ in exporters})
+    found = []
+    for host in hosts:
+        matchers = ('job="node"', f'host="{host}"')
+        per_scrape: dict[float, list[float]] = {}
+        for _, samples in api.raw(
+            _selector(FREQUENCY_METRIC, *matchers), window.start_epoch, window.end_epoch
+        ):
+            for at, hertz in samples:
+                per_scrape.setdefault(round(at, 1), []).append(hertz)
+        means = [sum(v) / len(v) for v in per_scrape.values() if v]
+        throttles: float | None = None
+        for metric in THROTTLE_METRICS:
+            series = api.raw(
+                _selector(metric, *matchers), window.start_epoch - MARGIN_S, window.end_epoch
+            )
+            for _, samples in series:
+                grew = counter_increase(samples, window)
+                if grew is not None:
+                    throttles = (throttles or 0.0) + grew
+        low, high = (min(means), max(means)) if means else (None, None)
+        found.append(
+            HostFrequency(
+                host=host,
+                exposed=bool(means),
+                low_hz=low,
+                high_hz=high,
+                change=(high - low) / high if low is not None and high else None,
+                throttles=round(throttles) if throttles is not None else None,
+            )
+        )
+    return found

@@ -41,11 +41,18 @@ class PlanError(ValueError):
     exit_code = 2
 
 
+# A window goes on past duration_s, up to this, until the point has min_requests
+# (controller/window_length.py); a plan that gives no max_duration_s gets this or its
+# duration_s, whichever is longer.
+DEFAULT_MAX_DURATION_S = 120.0
+
+
 @dataclass(frozen=True)
 class Window:
     warmup_s: float
-    duration_s: float
+    duration_s: float  # the least a window lasts
     cooldown_s: float
+    max_duration_s: float = DEFAULT_MAX_DURATION_S  # the most, when min_requests needs longer
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,11 @@ class Validity:
     # repeats: auto adds repeats until each configuration's 95% interval is within
     # this share of its throughput either side
     max_ci_halfwidth: float = 0.05
+    # completed requests a window must hold (MLPerf LoadGen's min_query_count): the
+    # window is lengthened, up to window.max_duration_s, until the point has them
+    min_requests: int = 100
+    # how far a host's CPU frequency may move inside a window, (max - min) / max
+    max_frequency_change: float = 0.05
 
 
 DEFAULT_VALIDITY = Validity(
@@ -90,6 +102,8 @@ DEFAULT_VALIDITY = Validity(
     max_clock_skew_ms=50.0,
     min_scrape_coverage=0.9,
     max_ci_halfwidth=0.05,
+    min_requests=100,
+    max_frequency_change=0.05,
 )
 
 
@@ -223,6 +237,8 @@ def _validity(data: dict[str, Any], path: Path) -> Validity:
         max_clock_skew_ms=_number(merged, "max_clock_skew_ms", where, 0, 60_000),
         min_scrape_coverage=_number(merged, "min_scrape_coverage", where, 0, 1),
         max_ci_halfwidth=_number(merged, "max_ci_halfwidth", where, 0.001, 1),
+        min_requests=_integer(merged, "min_requests", where, 1),
+        max_frequency_change=_number(merged, "max_frequency_change", where, 0, 1),
     )
 
 
@@ -276,6 +292,11 @@ def load_plan(path: Path) -> Plan:
     schedule = data.get("schedule", "interleaved" if repeats >= 2 else "sequential")
     if schedule not in SCHEDULES:
         raise PlanError(f"{path}: 'schedule' is {schedule!r}; use one of {list(SCHEDULES)}")
+    duration_s = _seconds(window, "duration_s", path, 0.1)
+    if "max_duration_s" in window:
+        max_duration_s = _seconds(window, "max_duration_s", path, duration_s)
+    else:
+        max_duration_s = max(DEFAULT_MAX_DURATION_S, duration_s)
     return Plan(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
@@ -288,8 +309,9 @@ def load_plan(path: Path) -> Plan:
         repeats=repeats,
         window=Window(
             warmup_s=_seconds(window, "warmup_s", path, 0),
-            duration_s=_seconds(window, "duration_s", path, 0.1),
+            duration_s=duration_s,
             cooldown_s=_seconds(window, "cooldown_s", path, 0),
+            max_duration_s=max_duration_s,
         ),
         validity=_validity(data, path),
         source=path,

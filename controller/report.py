@@ -40,6 +40,7 @@ from servelab.controller.formats import (
     format_megabytes,
     format_ms,
     format_percent,
+    format_percentile,
 )
 from servelab.controller.intervals import (
     Estimate,
@@ -688,6 +689,7 @@ def _environment() -> Any:
         fps=format_fps,
         ms=format_ms,
         percent=format_percent,
+        percentile=format_percentile,
         fraction=format_fraction,
         count=format_count,
         gib=format_bytes,

@@ -28,6 +28,7 @@ from servelab.clients.summary import latency_ms
 from servelab.controller.clocks import ClockOffset
 from servelab.controller.formats import DASH
 from servelab.controller.kinds import KINDS
+from servelab.controller.percentiles import PERCENTILES, enough_samples
 from servelab.controller.plan import Point
 from servelab.controller.typedjson import (
     WRITTEN_WHEN_SET,
@@ -38,6 +39,7 @@ from servelab.controller.typedjson import (
     to_json,
 )
 from servelab.controller.validity import Stability
+from servelab.controller.window_length import WindowChoice
 from servelab.server.modelrepo.ceiling import CeilingRecord
 
 RESULTS_FILE = "results.json"
@@ -69,6 +71,9 @@ class Latency:
     p99_9: float | None = None
     max: float | None = None
     min: float | None = None
+    # the latencies behind the percentiles; a percentile with fewer samples than it
+    # needs (controller/percentiles.py) is null. Absent from points measured before
+    samples: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
 
 @dataclass
@@ -128,6 +133,18 @@ class NetworkUse:
     near_capacity: bool  # link_use at or above NEAR_CAPACITY: the network set the pace
 
 
+@dataclass
+class HostFrequency:
+    """One host's CPU frequency and throttling over a window (the node exporter's cpufreq)."""
+
+    host: str
+    exposed: bool  # False: the host exposes no frequency (many VMs); the figures are None
+    low_hz: float | None  # the lowest of the host's mean core frequency over the window's scrapes
+    high_hz: float | None  # the highest
+    change: float | None  # (high - low) / high
+    throttles: int | None  # core and package throttling events in the window; None: not exposed
+
+
 @dataclass(frozen=True)
 class ClientHost:
     """One client host's pool in a point, as the report lists it."""
@@ -167,6 +184,11 @@ class PointResult:
     reasons: list[str] = field(default_factory=list)
     # each client host's pool summary, as servelab-load wrote it (clients/summary.py)
     clients: dict[str, Any] = field(default_factory=dict)
+    # the window asked of the pools, when it was longer than the plan's duration_s
+    # (controller/window_length.py); absent when it was not, and from older points
+    window_choice: WindowChoice | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    # each host's CPU frequency over the window; absent from older points
+    frequency: list[HostFrequency] | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
     @property
     def point(self) -> Point:
@@ -280,7 +302,11 @@ def from_clients(
     histogram = LogHistogram()
     for summary in summaries.values():
         histogram.merge(LogHistogram.from_dict(summary["latency_histogram_s"]))
-    result.latency_ms = Latency(**latency_ms(histogram))
+    figures = latency_ms(histogram)
+    for name in PERCENTILES:  # too few samples: the percentile is not stated at all
+        if not enough_samples(name, histogram.count):
+            figures[name] = None
+    result.latency_ms = Latency(**figures, samples=histogram.count)
     return result
 
 

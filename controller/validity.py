@@ -12,7 +12,15 @@ The rules (bounds from the plan's `validity`):
   another rate than the window (a pool that stops verifying runs faster);
 - the rate over the window's sub-intervals is steady: their spread, (max - min)
   / mean, is within `max_spread` plus what counting whole requests allows;
-- the window lasted as long as the plan asks;
+- the window lasted as long as the plan asks, and holds `min_requests` completed
+  requests (the window is lengthened for that, up to `window.max_duration_s`:
+  controller/window_length.py);
+- the counting allowances fit their tolerances: when one request per client is
+  more than `proxy_tolerance` of the requests HAProxy's rate covers, or 2 x clients
+  per sub-interval more than `max_spread`, no difference could be seen, and the
+  point is "too few requests to judge" instead of passing on a wide allowance;
+- no host's CPU frequency moved by more than `max_frequency_change` inside the
+  window, and no host throttled its CPUs (where the node exporter shows them);
 - Prometheus' successful scrapes of each job (HAProxy, the node exporters, the
   server's own metrics) cover at least `min_scrape_coverage` of the window: across
   a longer gap its counts are guesses (a starved machine once left HAProxy's count
@@ -28,6 +36,8 @@ from typing import Any
 
 from servelab.controller.plan import Validity, Window
 from servelab.controller.prometheus import ScrapeCoverage
+
+TOO_FEW = "too few requests to judge"
 
 
 @dataclass
@@ -79,6 +89,7 @@ def judge(
     client_cpu_source: str,
     stable: Stability | None,
     coverage: Sequence[ScrapeCoverage] = (),
+    frequency: Sequence[Any] = (),
 ) -> list[str]:
     """The reasons this point is invalid; an empty list is a valid point."""
     reasons: list[str] = []
@@ -92,6 +103,11 @@ def judge(
     if measured_window_s is not None and measured_window_s < window.duration_s * 0.99:
         reasons.append(
             f"window {measured_window_s:.2f} s is shorter than the plan's {window.duration_s} s"
+        )
+    if 0 < requests < bounds.min_requests:
+        reasons.append(
+            f"{requests} requests in the window, fewer than validity.min_requests"
+            f" {bounds.min_requests} (window.max_duration_s {window.max_duration_s:g} s)"
         )
     if client_cpu is None:
         reasons.append("client platform CPU unknown: no node exporter samples for the window")
@@ -107,19 +123,56 @@ def judge(
     elif finished and measured_window_s:
         rate, span_s = proxy_rate
         clients_rate = finished / measured_window_s
-        allowed = bounds.proxy_tolerance + concurrency / (clients_rate * span_s)
-        if abs(rate - clients_rate) > allowed * clients_rate:
+        counting = concurrency / (clients_rate * span_s)
+        allowed = bounds.proxy_tolerance + counting
+        if 0 < bounds.proxy_tolerance < counting:
+            reasons.append(
+                f"{TOO_FEW}: HAProxy's rate covers about {clients_rate * span_s:.0f} requests,"
+                f" so counting whole requests of {concurrency} clients allows {counting:.0%},"
+                f" more than proxy_tolerance {bounds.proxy_tolerance:.0%}"
+            )
+        elif abs(rate - clients_rate) > allowed * clients_rate:
             reasons.append(
                 f"HAProxy forwarded {rate:.1f} requests/s, the clients finished"
                 f" {clients_rate:.1f}/s: apart by more than {allowed:.1%}"
             )
-    if stable is not None and stable.spread > stable.allowed:
+    counting_spread = stable.allowed - bounds.max_spread if stable is not None else 0.0
+    if stable is not None and 0 < bounds.max_spread < counting_spread:
+        per_interval = sum(stable.requests_per_s) / len(stable.requests_per_s) * stable.interval_s
+        reasons.append(
+            f"{TOO_FEW}: {per_interval:.0f} requests per {stable.interval_s:.0f}-s interval,"
+            " so counting whole requests"
+            f" allows a spread of {counting_spread:.0%}, more than max_spread"
+            f" {bounds.max_spread:.0%}"
+        )
+    elif stable is not None and stable.spread > stable.allowed:
         rates = ", ".join(f"{r:.1f}" for r in stable.requests_per_s)
         reasons.append(
             f"unstable throughput: {rates} requests/s over {stable.interval_s:.0f}-s intervals"
             f" (spread {stable.spread:.0%}, allowed {stable.allowed:.0%})"
         )
     reasons += coverage_reasons(coverage, bounds.min_scrape_coverage)
+    reasons += frequency_reasons(frequency, bounds.max_frequency_change)
+    return reasons
+
+
+def frequency_reasons(frequency: Sequence[Any], max_change: float) -> list[str]:
+    """A reason per host whose CPU frequency moved, or whose CPUs throttled, in the window.
+
+    `frequency` holds results.json's HostFrequency records; a host that exposes no
+    frequency (many VMs) is not judged.
+    """
+    reasons = []
+    for host in frequency:
+        if host.change is not None and host.change > max_change:
+            reasons.append(
+                f"CPU frequency of {host.host} moved from {host.high_hz / 1e9:.2f} to"
+                f" {host.low_hz / 1e9:.2f} GHz in the window ({host.change:.1%}), more than"
+                f" max_frequency_change {max_change:.0%}: the machine changed under the"
+                " measurement (set the governor to performance)"
+            )
+        if host.throttles:
+            reasons.append(f"{host.host} throttled its CPUs {host.throttles} times in the window")
     return reasons
 
 

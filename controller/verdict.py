@@ -29,10 +29,11 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from servelab.controller.fingerprint import run_differences
 from servelab.controller.history import (
     HistoryError,
     HistoryRecord,
@@ -41,6 +42,7 @@ from servelab.controller.history import (
     read_history,
     register,
 )
+from servelab.controller.results import ReportError, read_results
 
 VERDICT_FILE = "verdict.json"
 RANGE_DASH = "\u2013"  # between an interval's bounds
@@ -196,6 +198,8 @@ class Verdict:
     versions_changed: tuple[str, ...] = ()  # against the newest earlier run of the series
     previous_run: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # what differs between the previous run's machines and this run's (fingerprint.py)
+    machine_changed: tuple[str, ...] = ()
 
     def count(self, status: str) -> int:
         return sum(p.status == status for p in self.points)
@@ -220,6 +224,12 @@ class Verdict:
         if self.versions_changed:
             out.append(f"versions changed since {self.previous_run}:")
             out.extend(f"  {change}" for change in self.versions_changed)
+        if self.machine_changed:
+            out.append(
+                f"MACHINES DIFFER from {self.previous_run}'s: a change may be the machine's,"
+                " not the server's:"
+            )
+            out.extend(f"  {change}" for change in self.machine_changed)
         out.extend(f"  {p.describe()}" for p in self.points)
         out.extend(self.notes)
         return out
@@ -236,6 +246,7 @@ class Verdict:
             "previous_run": self.previous_run,
             "versions_changed": list(self.versions_changed),
             "notes": list(self.notes),
+            "machine_changed": list(self.machine_changed),
             "points": [p.to_json() for p in self.points],
         }
 
@@ -415,6 +426,7 @@ def verdict_from_json(data: dict[str, Any]) -> Verdict:
         versions_changed=tuple(data.get("versions_changed", ())),
         previous_run=data.get("previous_run"),
         notes=tuple(data.get("notes", ())),
+        machine_changed=tuple(data.get("machine_changed", ())),
     )
 
 
@@ -434,6 +446,21 @@ def register_and_judge(
     """What a finished run does: join the history, be judged against it, write verdict.json."""
     results_root = results_root or run_dir.resolve().parent
     record = register(run_dir, results_root)
-    verdict = judge(record, read_history(results_root), settings)
+    records = read_history(results_root)
+    verdict = judge(record, records, settings)
+    previous = next((r for r in records if r.run_id == verdict.previous_run), None)
+    if previous is not None:
+        verdict = replace(
+            verdict, machine_changed=machine_changes(results_root / previous.path, run_dir)
+        )
     write_verdict(run_dir, verdict)
     return verdict
+
+
+def machine_changes(previous_dir: Path, run_dir: Path) -> tuple[str, ...]:
+    """What differs between the previous run's machines and this run's, as verdict lines."""
+    try:
+        before, after = read_results(previous_dir), read_results(run_dir)
+    except ReportError as exc:
+        return (f"machines not compared: {exc}",)
+    return tuple(str(d) for d in run_differences(before, after))

@@ -61,6 +61,7 @@ class FakeLab:
         self.phases: list[tuple[str, str]] = []
         self.asked: list[tuple[str, float]] = []  # still_serving's (kind, since)
         self.loaded: list[Point] = []
+        self.windows: list[float | None] = []  # the window each load was asked for
         self.clock = 1000.0
 
     def read_facts(self, dest: Path) -> dict[str, Any]:
@@ -78,14 +79,16 @@ class FakeLab:
         self.asked.append((kind, since_epoch))
         return self.still_up
 
-    def load(self, point: Point, point_dir: Path) -> None:
+    def load(self, point: Point, point_dir: Path, window_s: float | None = None) -> None:
         self.phases.append(("load", point.server))
         self.loaded.append(point)
+        self.windows.append(window_s)
         if point.slug in self.failing_loads:
             raise PhaseFailed(f"playbooks/phases/load.yml failed: client: pool: {point.slug}")
-        self.clock += 10
+        duration = window_s or WINDOW_S
+        self.clock += max(10.0, duration + 6)
         summary = client_summary(
-            self.fps(point), point.batch, self.errors(point), self.clock - WINDOW_S, self.clock
+            self.fps(point), point.batch, self.errors(point), self.clock - duration, self.clock
         )
         (point_dir / "client.json").write_text(json.dumps(summary))
 
@@ -105,7 +108,10 @@ class FakeLab:
             for job in SCRAPE_JOBS
         ]
         return Observation(
-            proxy=ProxyMetrics(finished, finished / window.duration_s, 3.0, 1.0, None),
+            # HAProxy's rate spans its first to last scrape inside the window: a second less
+            proxy=ProxyMetrics(
+                finished, finished / window.duration_s, max(window.duration_s - 1, 1), 1.0, None
+            ),
             cpu=CpuUse(0.6, 0.1, 0.1, 2, 2, shared_host=False),
             coverage=coverage,
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from servelab.controller.bookkeeping import RunBook
 from servelab.controller.clocks import ClockOffset
 from servelab.controller.lab import window_coverage
@@ -113,17 +115,23 @@ def test_clocks_too_far_apart_stop_the_run_before_its_first_point(tmp_path):
     assert _document(book)["run"]["clocks"][0]["offset_ms"] == 400.0
 
 
-def test_a_point_whose_scrapes_miss_part_of_its_window_is_invalid(tmp_path):
-    # Prometheus' haproxy scrapes covered 2.0 s of the 4-s window (the starved CI machine)
-    lab = FakeLab(coverage_s={"haproxy": 2.0})
+@pytest.mark.parametrize("job", ["haproxy", "node", "model_server"])
+def test_a_point_whose_scrapes_miss_part_of_its_window_is_invalid(tmp_path, job):
+    # Prometheus' scrapes covered 2.0 s of the 4-s window (the starved CI machine)
+    lab = FakeLab(coverage_s={job: 2.0})
     book = _book(tmp_path)
     assert execute(book, lab) == 1
     for point in _document(book)["points"]:
         assert not point["valid"]
         assert point["reasons"] == [
-            "Prometheus' haproxy samples cover 2.0 s of the 4.0-s window (50%), under 90%"
+            f"Prometheus' {job} samples cover 2.0 s of the 4.0-s window (50%), under 90%"
         ]
-        assert point["scrape_coverage"] == {"haproxy": 0.5, "node": 1.0, "model_server": 1.0}
+        assert point["scrape_coverage"] == {
+            "haproxy": 1.0,
+            "node": 1.0,
+            "model_server": 1.0,
+            job: 0.5,
+        }
 
 
 def test_the_coverage_bound_is_the_plans(tmp_path):

@@ -72,7 +72,16 @@ def test_lab_measures_every_point_valid(lab):
         assert 0 < point["cpu"]["server"] <= 1 and 0 < point["cpu"]["client"] <= 1
         assert point["cpu"]["shared_host"] is True
         assert (point["in_process_fps"] is not None) == (server == "ref-openvino")
+        # enough requests, and every latency behind the percentiles counted
+        assert point["requests"] >= document["run"]["plan"]["validity"].get("min_requests", 100)
+        assert point["latency_ms"]["samples"] == point["requests"]
+        # each node exporter host's frequency, read or "not exposed" (this VM has no cpufreq)
+        assert {f["host"] for f in point["frequency"]} == {"server", "client"}
     hosts = document["run"]["hosts"]
+    for host in hosts["server"] + hosts["client"]:
+        tuning = host["fingerprint"]
+        assert tuning["thp"] in ("always", "madvise", "never", "unknown"), tuning
+        assert all(isinstance(value, str) and value for value in tuning.values()), tuning
     assert hosts["server"][0]["cores"] == os.cpu_count()
     assert "haproxy" in document["run"]["versions"]["client_packages"]
 

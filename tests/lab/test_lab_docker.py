@@ -76,6 +76,10 @@ def test_the_lab_measures_every_point_valid_in_containers(lab_run):
     assert {h["runtime"] for h in hosts["server"] + hosts["client"]} == {"docker"}
     images = document["run"]["versions"]["images"]
     assert any("servelab/refserver:bookworm" in tags for tags in images), images
+    # each image's registry digest beside its id (none for an image built here), and
+    # each host's tuning read from /sys and /proc
+    assert set(document["run"]["versions"]["image_digests"]) == set(images)
+    assert all("governor" in h["fingerprint"] for h in hosts["server"] + hosts["client"])
     report = (Path(results) / "latest" / "report.md").read_text()
     for point in document["points"]:
         assert f"{point['throughput_fps']:.1f}" in report
