@@ -135,7 +135,8 @@ def _openvino_model_server(settings: ServerSettings) -> list[str]:
             command += ["--nireq", str(settings.nireq)]
         if settings.plugin_config:
             command += ["--plugin_config", json.dumps(dict(settings.plugin_config))]
-        # --metrics_enable is for a single model; the config file enables them itself.
+        # --metrics_enable also works beside --config_path when the file has no
+        # `monitoring` section; the lab's file carries one, so only this form needs it.
         command.append("--metrics_enable")
     else:
         command = ["--config_path", f"{CONTAINER_CONFIG}/{settings.kind}.json"]
@@ -275,17 +276,48 @@ def config_files(settings: ServerSettings) -> list[ConfigFile]:
     return [config(settings) for config in PROGRAMS[settings.server_kind.program].configs]
 
 
+# The programs whose counters a status request reaches: TF Serving counts every REST
+# request in :tensorflow:serving:request_count (no API label), a status call's too, so a
+# periodic health check would add one request a second to a window. OVMS labels status
+# calls method="GetModelStatus" and refserver counts REST status calls nowhere: a health
+# check leaves their Predict counters and time histograms alone.
+STATUS_COUNTED = frozenset({"tensorflow-model-server"})
+
+# docker's way to switch off a health check, the image's own included.
+NO_HEALTHCHECK: Mapping[str, Any] = {"test": ["NONE"]}
+
+
 def healthcheck_script(models: Sequence[str], rest_port: int) -> str:
     """Healthy: every model AVAILABLE on TF Serving's status route, which all kinds answer.
 
-    bash's /dev/tcp and grep are in every image (the official ones have no curl).
+    bash's /dev/tcp and grep work in every image, whether it has curl (OVMS' has) or not.
+    The request is HTTP/1.1 with its Host header, and asks the server to close.
     """
     names = " ".join(shlex.quote(model) for model in models)
+    request = (
+        f"GET /v1/models/%s HTTP/1.1\\r\\nHost: 127.0.0.1:{rest_port}\\r\\n"
+        "Connection: close\\r\\n\\r\\n"
+    )
     return (
         f"for m in {names}; do exec 3<>/dev/tcp/127.0.0.1/{rest_port} || exit 1;"
-        " printf 'GET /v1/models/%s HTTP/1.0\\r\\n\\r\\n' \"$m\" >&3;"
+        f" printf '{request}' \"$m\" >&3;"
         " grep -q '\"AVAILABLE\"' <&3 || exit 1; exec 3<&-; done"
     )
+
+
+def healthcheck(settings: ServerSettings) -> Mapping[str, Any]:
+    """The container's periodic check; none for a program that counts it as traffic (the
+    role waits for AVAILABLE from the host either way, before any load)."""
+    if settings.server_kind.program in STATUS_COUNTED:
+        return NO_HEALTHCHECK
+    # The start period covers the models' load.
+    return {
+        "test": ["CMD", "bash", "-c", healthcheck_script(settings.models, settings.rest_port)],
+        "interval": "1s",
+        "timeout": "5s",
+        "retries": 3,
+        "start_period": f"{settings.start_timeout_s}s",
+    }
 
 
 def docker_container(settings: ServerSettings) -> DockerContainer:
@@ -313,14 +345,7 @@ def docker_container(settings: ServerSettings) -> DockerContainer:
             f"{settings.bind_address}:{port}:{port}"
             for port in (settings.grpc_port, settings.rest_port)
         ),
-        # The start period covers the models' load.
-        healthcheck={
-            "test": ["CMD", "bash", "-c", healthcheck_script(settings.models, settings.rest_port)],
-            "interval": "1s",
-            "timeout": "5s",
-            "retries": 3,
-            "start_period": f"{settings.start_timeout_s}s",
-        },
+        healthcheck=healthcheck(settings),
         cpuset_cpus=settings.cpuset or None,
     )
 

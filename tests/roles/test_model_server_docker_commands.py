@@ -11,8 +11,11 @@ not ship, declared here with upstream's field names and types).
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import subprocess
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,6 +38,7 @@ from servelab.controller.server_commands import (
     ServerSettings,
     config_files,
     docker_container,
+    healthcheck_script,
 )
 from servelab.refserver.cli import build_parser
 from tests.support.lab import PROJECT
@@ -648,17 +652,55 @@ def test_containers_run_as_no_root_by_default():
     assert user.split(":")[0] not in ("0", "root"), f"the containers run as {user}"
 
 
-@pytest.mark.parametrize("name", ["ovms_two", "tfserving_batching", "ref_tensorflow_one"])
+@pytest.mark.parametrize("name", ["ovms_two", "ref_openvino_two", "ref_tensorflow_one"])
 def test_healthy_means_every_model_available_on_the_rest_port(built, name):
     b = built[name]
     health = b.container.healthcheck
     assert health["test"][:3] == ["CMD", "bash", "-c"]
     script = health["test"][3]
+    rest = PORTS[CASES[name].kind]["rest"]
     assert f"for m in {' '.join(CASES[name].models)}; do" in script
-    assert f"/dev/tcp/127.0.0.1/{PORTS[CASES[name].kind]['rest']}" in script
-    assert "GET /v1/models/%s" in script and '"AVAILABLE"' in script
+    assert f"/dev/tcp/127.0.0.1/{rest}" in script
+    # HTTP/1.1 needs its Host header; the server closes after the one answer
+    assert f"GET /v1/models/%s HTTP/1.1\\r\\nHost: 127.0.0.1:{rest}\\r\\n" in script
+    assert "Connection: close" in script and '"AVAILABLE"' in script
     assert health["start_period"] == "300s", "the models' load time"
     assert b.container.env == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_the_health_check_script_gets_an_answer_from_a_real_http_1_1_server(tmp_path):
+    # bash's /dev/tcp against a server that answers HTTP/1.1 only when the Host is given
+    class Status(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            ok = self.headers.get("Host") and self.path == "/v1/models/tiny"
+            body = b'{"model_version_status": [{"state": "AVAILABLE"}]}' if ok else b"{}"
+            self.send_response(200 if ok else 400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        healthy = subprocess.run(["bash", "-c", healthcheck_script(["tiny"], port)], timeout=10)
+        unknown = subprocess.run(["bash", "-c", healthcheck_script(["other"], port)], timeout=10)
+    finally:
+        server.shutdown()
+    assert healthy.returncode == 0
+    assert unknown.returncode != 0
+
+
+@pytest.mark.parametrize("name", ["tfserving_two", "tfserving_batching"])
+def test_a_tfserving_container_has_no_periodic_check_that_its_counters_see(built, name):
+    # TF Serving counts every REST request, a status call's too: no check may run inside
+    assert built[name].container.healthcheck == {"test": ["NONE"]}
+    assert built[name].container.as_module_args()["healthcheck"] == {"test": ["NONE"]}
 
 
 # --- images -------------------------------------------------------------------------------
