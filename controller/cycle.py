@@ -93,6 +93,7 @@ class PointCycle:
         result.server_metrics = seen.server
         result.cpu = seen.cpu
         result.network = seen.network
+        result.programs = seen.programs
         result.scrape_coverage = worst_coverage(seen.coverage) if seen.coverage else None
         result.reasons = notes + self._judge(result, window, summaries, seen)
         result.valid = not result.reasons
@@ -119,7 +120,10 @@ class PointCycle:
         if cpu is None:
             client_cpu, source = None, ""
         elif cpu.shared_host:
-            client_cpu, source = cpu.client_pool, "the pools' own share: both platforms share CPUs"
+            client_cpu = cpu.client_pool
+            source = "the pools' own share: both platforms share CPUs"
+            if cpu.client_pool_source == "process exporter":
+                source += " (servelab-load's processes, process exporter)"
         else:
             client_cpu, source = cpu.client, "node exporter"
         return judge(

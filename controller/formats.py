@@ -40,3 +40,13 @@ def format_count(value: int | None) -> str:
 
 def format_bytes(value: int | None) -> str:
     return DASH if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def format_cores(value: float | None) -> str:
+    """CPU in cores (1.00 = one core busy all the time)."""
+    return DASH if value is None else f"{value:.2f}"
+
+
+def format_mebibytes(value: float | None) -> str:
+    """Bytes as MiB (2^20 bytes)."""
+    return DASH if value is None else f"{value / 2**20:.0f}"

@@ -42,6 +42,8 @@ class ServerMetricNames:
     # histogram (pairs, not a dict: the record stays hashable)
     request_time_labels: tuple[tuple[str, str], ...] = ()
     inference_time_labels: str = ""  # matchers on the inference-time histogram
+    # the process exporter's group of the kind's program (roles/process_exporter)
+    process_group: str = ""
 
     def request_time_matchers(self, api: str) -> str:
         """The request-time histogram's matchers for calls over this API ("" if none)."""

@@ -18,10 +18,12 @@ from servelab.controller.clocks import ClockOffset
 from servelab.controller.metrics import (
     CpuUse,
     NetworkUse,
+    ProgramUse,
     ProxyMetrics,
     ServerSideMetrics,
     cpu_use,
     network_use,
+    program_use,
     proxy_metrics,
     server_metrics,
 )
@@ -75,6 +77,7 @@ class Observation:
     cpu: CpuUse | None = None
     network: NetworkUse | None = None
     coverage: list[ScrapeCoverage] = field(default_factory=list)
+    programs: list[ProgramUse] | None = None  # each lab program's CPU and memory
     error: str | None = None  # Prometheus failed part-way: what it said
 
 
@@ -200,6 +203,9 @@ class AnsibleLab:
             # interpolation, and the coverage of the window's end, need a scrape after it
             for job in ("haproxy", "node"):
                 api.wait_for_scrapes(job, window.end_epoch + AFTER_WINDOW_S, SCRAPE_TIMEOUT_S)
+            # a lab without process exporters (an older inventory) costs the programs' figures
+            if api.target("process", {}) is not None:
+                api.wait_for_scrapes("process", window.end_epoch + AFTER_WINDOW_S, SCRAPE_TIMEOUT_S)
             if api.target("model_server", server_target) is not None:
                 api.wait_for_scrapes(
                     "model_server",
@@ -208,8 +214,9 @@ class AnsibleLab:
                     server_target,
                 )
             seen.proxy = proxy_metrics(api, point.server, window)
-            seen.server = server_metrics(api, point.server, point.model, window)
-            seen.cpu = cpu_use(api, window, client_pool_cpu(summaries))
+            seen.programs = program_use(api, window) or None
+            seen.server = server_metrics(api, point.server, point.model, window, seen.programs)
+            seen.cpu = cpu_use(api, window, client_pool_cpu(summaries), seen.programs)
             if link is not None:
                 seen.network = network_use(api, link.host, link.device, link.speed_mbps, window)
             seen.coverage = window_coverage(api, point.server, window)

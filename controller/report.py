@@ -29,9 +29,11 @@ from servelab.controller.charts import CHARTS_DIR, Chart, chart_slug, save_chart
 from servelab.controller.formats import (
     DASH,
     format_bytes,
+    format_cores,
     format_count,
     format_fps,
     format_fraction,
+    format_mebibytes,
     format_megabytes,
     format_ms,
     format_percent,
@@ -491,6 +493,8 @@ def _environment() -> Any:
         count=format_count,
         gib=format_bytes,
         megabytes=format_megabytes,
+        cores=format_cores,
+        mebibytes=format_mebibytes,
         md=_markdown_cell,
     )
     return env

@@ -100,7 +100,19 @@ class ServerSideMetrics:
     errors: int
     request_ms_mean: float | None
     inference_ms_mean: float | None
-    process_cpu: float | None  # the server process's CPU, in cores
+    # the server program's CPU, in cores (the process exporter's group of the kind's program)
+    process_cpu: float | None
+    # how many calls each mean stands on: the histograms' counts over the window
+    request_samples: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    inference_samples: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+
+    @property
+    def serving_overhead_ms(self) -> float | None:
+        """The server's own time around the inference: mean request time minus mean
+        inference time (its front end: decoding, queueing, encoding)."""
+        if self.request_ms_mean is None or self.inference_ms_mean is None:
+            return None
+        return self.request_ms_mean - self.inference_ms_mean
 
 
 @dataclass
@@ -113,6 +125,9 @@ class CpuUse:
     server_cores: int | None
     client_cores: int | None
     shared_host: bool  # both platforms on one kernel: node CPU counts both
+    # where client_pool comes from: "process exporter" (servelab-load's group) or "pools"
+    # (their own summaries); absent from points measured before the exporter
+    client_pool_source: str | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
 
 @dataclass
@@ -126,6 +141,19 @@ class NetworkUse:
     link_mbps: float | None  # the link's speed, when the host or the inventory knows it
     link_use: float | None  # the busier direction's share of the link
     near_capacity: bool  # link_use at or above NEAR_CAPACITY: the network set the pace
+
+
+@dataclass
+class ProgramUse:
+    """One lab program on one host over the window (the process exporter's group)."""
+
+    program: str  # the process group (roles/process_exporter): haproxy, servelab-load, ...
+    host: str  # the exporter's address (one per machine: both platforms share it)
+    platforms: list[str]  # the platforms whose exporter target this is: server, client
+    cpu_cores: float | None  # CPU seconds over the window / the window's seconds
+    peak_rss_bytes: float | None  # the highest resident memory sampled inside the window
+    samples: int  # the scrapes inside the window that the peak and the CPU stand on
+    processes: int  # the most processes the group held at a scrape inside the window
 
 
 @dataclass(frozen=True)
@@ -167,6 +195,9 @@ class PointResult:
     reasons: list[str] = field(default_factory=list)
     # each client host's pool summary, as servelab-load wrote it (clients/summary.py)
     clients: dict[str, Any] = field(default_factory=dict)
+    # each lab program's CPU and peak memory per host (process exporter); absent from
+    # points measured before the lab ran one
+    programs: list[ProgramUse] | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
     @property
     def point(self) -> Point:
