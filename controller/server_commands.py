@@ -11,6 +11,7 @@ takes `--flag=value`.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class ServerSettings:
     start_timeout_s: int = 300
     runtime: str = "docker"  # or native: a refserver process reads the host's paths
     cpuset: str = ""  # CPUs the container may run on (docker's --cpuset-cpus); empty: all
+    render_gid: int | None = None  # the host's render group (its /dev/dri/renderD* nodes' gid)
 
     @classmethod
     def from_role(cls, variables: Mapping[str, Any]) -> ServerSettings:
@@ -73,6 +75,18 @@ class ServerSettings:
             start_timeout_s=int(variables.get("start_timeout_s", 300)),
             runtime=str(variables.get("runtime", "docker")),
             cpuset=str(variables.get("cpuset") or ""),
+            render_gid=int(variables["render_gid"])
+            if str(variables.get("render_gid") or "").isdigit()
+            else None,
+        )
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether OVMS compiles for an Intel GPU: GPU itself, or AUTO, HETERO or MULTI
+        with GPU among their devices (GPU.1 and the like included)."""
+        return (
+            self.server_kind.program == "openvino-model-server"
+            and re.search(r"(^|[:,])GPU(\.\d+)?($|[:,])", self.target_device.upper()) is not None
         )
 
     @property
@@ -90,6 +104,8 @@ class DockerContainer:
     published_ports: tuple[str, ...]
     healthcheck: Mapping[str, Any]
     cpuset_cpus: str | None  # None: the module's argument is left out
+    devices: tuple[str, ...] = ()  # host:container device nodes (a GPU's /dev/dri)
+    groups: tuple[str, ...] = ()  # extra groups of the container's user (the render group)
 
     def as_module_args(self) -> dict[str, Any]:
         """Plain lists and dicts, as the module takes them; no cpuset_cpus when not set."""
@@ -102,6 +118,10 @@ class DockerContainer:
         }
         if self.cpuset_cpus:
             args["cpuset_cpus"] = self.cpuset_cpus
+        if self.devices:
+            args["devices"] = list(self.devices)
+        if self.groups:
+            args["groups"] = list(self.groups)
         return args
 
 
@@ -347,7 +367,28 @@ def docker_container(settings: ServerSettings) -> DockerContainer:
         ),
         healthcheck=healthcheck(settings),
         cpuset_cpus=settings.cpuset or None,
+        # OpenVINO's GPU plugin opens the render nodes, which the render group may use
+        devices=(f"{GPU_DEVICES}:{GPU_DEVICES}",) if settings.on_gpu else (),
+        groups=(str(settings.render_gid),)
+        if settings.on_gpu and settings.render_gid is not None
+        else (),
     )
+
+
+# The Intel GPU's device nodes on the host, passed into an OVMS container on GPU.
+GPU_DEVICES = "/dev/dri"
+# The OVMS image tag's suffix of its GPU build (openvino/model_server:2025.2-gpu).
+GPU_TAG_SUFFIX = "-gpu"
+
+
+def image_for(settings: ServerSettings, image: str) -> str:
+    """The image to run: OVMS on a GPU runs the `-gpu` build of the same tag."""
+    if not settings.on_gpu or image.endswith(GPU_TAG_SUFFIX):
+        return image
+    name, colon, tag = image.rpartition(":")
+    if not colon or "/" in tag:  # no tag: the registry's default one
+        return f"{image}:latest{GPU_TAG_SUFFIX}"
+    return f"{name}:{tag}{GPU_TAG_SUFFIX}"
 
 
 def _flag(value: Any) -> bool:

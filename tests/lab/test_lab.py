@@ -72,6 +72,19 @@ def test_lab_measures_every_point_valid(lab):
         assert 0 < point["cpu"]["server"] <= 1 and 0 < point["cpu"]["client"] <= 1
         assert point["cpu"]["shared_host"] is True
         assert (point["in_process_fps"] is not None) == (server == "ref-openvino")
+        # the process exporter: each program's CPU and peak memory over the window, the
+        # server program's CPU, and the pools' share the client-CPU rule judges
+        programs = {u["program"]: u for u in point["programs"]}
+        for program in ("servelab-refserver", "haproxy", "servelab-load", "prometheus"):
+            use = programs[program]
+            assert use["cpu_cores"] > 0 and use["peak_rss_bytes"] > 2**20, use
+            assert use["samples"] >= 3 and use["platforms"] == ["client", "server"], use
+        assert point["server_metrics"]["process_cpu"] == programs["servelab-refserver"]["cpu_cores"]
+        assert point["cpu"]["client_pool_source"] == "process exporter"
+        # the server-side breakdown: request time holds the inference time
+        metrics = point["server_metrics"]
+        assert 0 < metrics["inference_ms_mean"] <= metrics["request_ms_mean"]
+        assert abs(metrics["request_samples"] - point["requests"]) <= 0.05 * point["requests"] + 2
     hosts = document["run"]["hosts"]
     assert hosts["server"][0]["cores"] == os.cpu_count()
     assert "haproxy" in document["run"]["versions"]["client_packages"]
@@ -107,6 +120,19 @@ def test_the_report_agrees_with_results_json(lab):
     report = (run_dir / "report.md").read_text()
     for point in document["points"]:
         assert f"{point['throughput_fps']:.1f}" in report
+    assert "## Where the time went" in report
+    assert "## Each lab program's CPU and memory" in report
+    for point in document["points"]:
+        overhead = (
+            point["server_metrics"]["request_ms_mean"]
+            - point["server_metrics"]["inference_ms_mean"]
+        )
+        assert (
+            f"{point['latency_ms']['mean']:.2f}" in report
+            or f"{point['latency_ms']['mean']:.1f}" in report
+        )
+        assert any(f"{overhead:.{d}f}" in report for d in (1, 2)), overhead
+    assert "| servelab-load |" in report
     for name in ("results.csv", "report.html"):
         assert (run_dir / name).stat().st_size > 0
     assert list((run_dir / "charts").glob("*.png"))

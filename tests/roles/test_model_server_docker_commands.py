@@ -39,6 +39,7 @@ from servelab.controller.server_commands import (
     config_files,
     docker_container,
     healthcheck_script,
+    image_for,
 )
 from servelab.refserver.cli import build_parser
 from tests.support.lab import PROJECT
@@ -328,7 +329,11 @@ class Built:
 
 def _settings(case: Case, tmp: Path) -> ServerSettings:
     """The settings as the role hands them over: its variables, numbers as text."""
-    return ServerSettings.from_role(
+    return ServerSettings.from_role(_role_variables(case, tmp))
+
+
+def _role_variables(case: Case, tmp: Path) -> dict[str, Any]:
+    return dict(
         {
             "kind": case.kind,
             "runtime": "docker",
@@ -715,3 +720,50 @@ def test_official_images_are_pinned_refs(kind, repository):
     name, _, tag = pinned.rpartition(":")
     assert name == repository, pinned
     assert re.fullmatch(r"[\w][\w.-]*", tag) and tag != "latest", f"{pinned}: not pinned"
+
+
+# --- OVMS on a GPU --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "on_gpu"),
+    [
+        ("GPU", True),
+        ("GPU.1", True),
+        ("AUTO:GPU,CPU", True),
+        ("HETERO:GPU,CPU", True),
+        ("MULTI:CPU,GPU.0", True),
+        ("CPU", False),
+        ("AUTO", False),
+        ("AUTO:CPU", False),
+        ("NPU", False),
+    ],
+)
+def test_a_target_device_naming_the_gpu_runs_ovms_on_the_gpu(tmp_path, device, on_gpu):
+    case = replace(CASES["ovms_one_plain"], target_device=device)
+    settings = replace(_settings(case, tmp_path), render_gid=109)
+    args = docker_container(settings).as_module_args()
+    image = image_for(settings, "openvino/model_server:2025.2")
+    if on_gpu:
+        assert args["devices"] == ["/dev/dri:/dev/dri"]
+        assert args["groups"] == ["109"], "the render group's id, for the render nodes"
+        assert image == "openvino/model_server:2025.2-gpu"
+        # the device reaches OVMS itself, not only the container
+        assert _ovms_flags(args["command"])["target_device"] == device
+    else:
+        assert "devices" not in args and "groups" not in args
+        assert image == "openvino/model_server:2025.2"
+
+
+def test_the_gpu_image_keeps_a_given_gpu_tag_and_the_role_hands_the_render_gid_over(tmp_path):
+    case = replace(CASES["ovms_one_plain"], target_device="GPU")
+    role_vars = {**_role_variables(case, tmp_path), "render_gid": "44"}
+    settings = ServerSettings.from_role(role_vars)
+    assert settings.render_gid == 44
+    assert image_for(settings, "mirror:5000/ovms:2025.2-gpu") == "mirror:5000/ovms:2025.2-gpu"
+    assert image_for(settings, "mirror:5000/ovms") == "mirror:5000/ovms:latest-gpu"
+    # refserver and TF Serving never run OVMS' GPU build, whatever the device says
+    for name in ("ref_openvino_two", "tfserving_two"):
+        other = replace(_settings(replace(CASES[name], target_device="GPU"), tmp_path))
+        assert not other.on_gpu
+        assert "devices" not in docker_container(other).as_module_args()

@@ -14,6 +14,7 @@ from servelab.controller.server_commands import (
     ServerSettings,
     config_files,
     docker_container,
+    image_for,
 )
 
 
@@ -44,6 +45,16 @@ def servelab_config_files(settings: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def servelab_server_image(settings: dict[str, Any], image: str) -> str:
+    """The image the kind runs with these settings (OVMS on a GPU: its `-gpu` build)."""
+    return image_for(ServerSettings.from_role(settings), image)
+
+
+def servelab_on_gpu(settings: dict[str, Any]) -> bool:
+    """Whether the kind's target device needs the host's GPU (/dev/dri)."""
+    return ServerSettings.from_role(settings).on_gpu
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -51,4 +62,6 @@ class FilterModule:
             "servelab_kinds_on_runtime": servelab_kinds_on_runtime,
             "servelab_docker_container": servelab_docker_container,
             "servelab_config_files": servelab_config_files,
+            "servelab_server_image": servelab_server_image,
+            "servelab_on_gpu": servelab_on_gpu,
         }
