@@ -5,6 +5,10 @@ error and Prometheus has scraped it since that window ended: then it still runs
 with the plan's models, and serving again (Ansible's start and a dozen tasks,
 about 9 s) is not needed. Anything less certain (another kind, an error, a missed
 scrape) serves afresh, which also brings back a server that died.
+
+Before each point the lab's own daemons are checked and any that died brought back;
+a point that went wrong while one was down is a lab fault (failed, measured again),
+while a point that went wrong with the lab whole stays invalid: the server spoiled it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from servelab.controller.lab import Lab, Observation, ServerLink
 from servelab.controller.phases import PhaseFailed
 from servelab.controller.plan import Plan, Point
 from servelab.controller.prometheus import Window
-from servelab.controller.results import PointResult, from_clients
+from servelab.controller.results import LAB_FAULT, PointResult, from_clients
 from servelab.controller.validity import judge, merged_timeline, stability, worst_coverage
 from servelab.server.modelrepo.ceiling import CEILING_FILE, load_ceiling
 from servelab.server.modelrepo.errors import ModelRepoError
@@ -38,14 +42,41 @@ class PointCycle:
         self._served_cleanly: tuple[str, float] | None = None
 
     def measure(self, point: Point) -> PointResult:
-        """The point's result; a failed phase gives a result with status "failed"."""
+        """The point's result; a failed phase gives a result with status "failed", and so
+        does a point the lab's own daemons spoiled (a lab fault: see `lab_fault`)."""
+        try:  # a daemon that died since the last point comes back before this one
+            brought_back = self.lab.ensure_healthy()
+        except PhaseFailed as exc:
+            return _failed(point, f"{LAB_FAULT}: the lab's daemons did not come back: {exc}")
+        if brought_back:
+            print(f"{point.slug}: brought back {', '.join(brought_back)} first", flush=True)
         point_dir = self.run_dir / POINTS_DIR / point.slug
         shutil.rmtree(point_dir, ignore_errors=True)  # what a failed attempt left
         point_dir.mkdir(parents=True)
         result = self._serve_and_load(point, point_dir)
-        clean = result.window is not None and not any(result.errors.values())
+        clean = result.window is not None and not any((result.errors or {}).values())
         self._served_cleanly = (point.server, result.window.end_epoch) if clean else None
+        if result.status == "failed" or not result.valid:
+            result = self._lab_fault(point, result)
         return result
+
+    def _lab_fault(self, point: Point, result: PointResult) -> PointResult:
+        """A point that went wrong while one of the lab's own daemons was down is the lab's
+        fault, not the server's: recorded as failed, to be measured again. A point that
+        went wrong with every daemon up stays as it is (the server spoiled it)."""
+        try:
+            died = self.lab.ensure_healthy()
+        except PhaseFailed as exc:
+            return _failed(point, f"{LAB_FAULT}: the lab's daemons did not come back: {exc}")
+        if not died:
+            return result
+        self._served_cleanly = None
+        spoiled = "; ".join(result.reasons) or "no reason recorded"
+        return _failed(
+            point,
+            f"{LAB_FAULT}: {', '.join(died)} died during the point and was brought back "
+            f"(the point: {spoiled})",
+        )
 
     def _still_serving(self, kind: str) -> bool:
         if self._served_cleanly is None:
@@ -61,12 +92,7 @@ class PointCycle:
                 self.lab.serve(point.server, self.run_dir / CEILING_FILE)
             self.lab.load(point, point_dir)
         except PhaseFailed as exc:
-            failed = PointResult(
-                point.server, point.model, point.batch, point.concurrency, point.repeat
-            )
-            failed.status = "failed"
-            failed.reasons = [str(exc)]
-            return failed
+            return _failed(point, str(exc))
         summaries = {p.stem: json.loads(p.read_text()) for p in sorted(point_dir.glob("*.json"))}
         return self.evaluate(point, summaries)
 
@@ -142,3 +168,10 @@ class PointCycle:
             stable=stable,
             coverage=seen.coverage,
         )
+
+
+def _failed(point: Point, reason: str) -> PointResult:
+    failed = PointResult(point.server, point.model, point.batch, point.concurrency, point.repeat)
+    failed.status = "failed"
+    failed.reasons = [reason]
+    return failed

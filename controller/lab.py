@@ -27,7 +27,7 @@ from servelab.controller.metrics import (
     proxy_metrics,
     server_metrics,
 )
-from servelab.controller.phases import run_phase
+from servelab.controller.phases import PhaseFailed, run_phase
 from servelab.controller.plan import Point
 from servelab.controller.prometheus import (
     PrometheusAPI,
@@ -116,6 +116,12 @@ class Lab(Protocol):
 
     def teardown(self) -> None:
         """Every lab process stopped; PhaseFailed."""
+        ...
+
+    def ensure_healthy(self) -> list[str]:
+        """The lab's own daemons (Prometheus, HAProxy, the node and process exporters)
+        checked, and any that died brought back; what was brought back (empty when all
+        were up); PhaseFailed when they could not be."""
         ...
 
 
@@ -226,6 +232,52 @@ class AnsibleLab:
 
     def teardown(self) -> None:
         self._phase("playbooks/teardown.yml", {})
+
+    def ensure_healthy(self) -> list[str]:
+        api = self.prometheus
+        if api is None:
+            return []
+        dead = lab_daemons_down(api)
+        if not dead:
+            return []
+        self._phase("playbooks/phases/lab_health.yml", {})
+        # back means scraped again: Prometheus ready and every lab job's targets up
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        still = dead
+        while time.monotonic() < deadline:
+            still = lab_daemons_down(api)
+            if not still:
+                return dead
+            time.sleep(0.5)
+        raise PhaseFailed(
+            f"{', '.join(still)} still down {HEALTH_TIMEOUT_S:g} s after "
+            "playbooks/phases/lab_health.yml brought the lab's daemons back"
+        )
+
+
+# The lab's own scrape jobs, each its daemon's health (the model server's is the point's).
+LAB_JOBS = {"haproxy": "HAProxy", "node": "a node exporter", "process": "a process exporter"}
+# How long restarted daemons may take to be scraped again.
+HEALTH_TIMEOUT_S = 30.0
+
+
+def lab_daemons_down(api: PrometheusAPI) -> list[str]:
+    """The lab's daemons that do not answer: Prometheus itself (not ready), or a target of
+    a lab job whose last scrape failed."""
+    if not api.ready():
+        return ["Prometheus"]
+    try:
+        targets = api.targets()
+    except PrometheusError:
+        return ["Prometheus"]
+    down = []
+    for target in targets:
+        labels = target.get("labels") or {}
+        job = labels.get("job", "")
+        if job in LAB_JOBS and target.get("health") == "down":
+            where = labels.get("host") or labels.get("instance", "")
+            down.append(f"{LAB_JOBS[job]} ({job} on {where})")
+    return sorted(set(down))
 
 
 def window_coverage(api: PrometheusAPI, kind: str, window: Window) -> list[ScrapeCoverage]:

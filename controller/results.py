@@ -45,6 +45,8 @@ FORMAT_VERSION = 2
 # The server kinds whose runtime is OpenVINO, which the in-process ceiling measures.
 OPENVINO_KINDS = frozenset(kind.name for kind in KINDS.values() if kind.in_process_ceiling)
 NO_VERDICT = "results.json records no validity verdict for this point"
+# A failed point's reason that blames the lab's own daemons (cycle.py): measured again.
+LAB_FAULT = "lab fault"
 
 
 class ReportError(ValueError):
@@ -212,6 +214,11 @@ class PointResult:
     def counted(self) -> bool:
         """Whether this point may enter a gain: measured, valid and with a throughput."""
         return self.status == "measured" and self.valid and self.throughput_fps is not None
+
+    @property
+    def lab_fault(self) -> bool:
+        """Failed because the lab's own daemons (not the server) spoiled it."""
+        return self.status == "failed" and any(r.startswith(LAB_FAULT) for r in self.reasons)
 
     @property
     def errors_total(self) -> int | None:
