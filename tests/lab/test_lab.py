@@ -49,6 +49,8 @@ def _document(results: Path) -> dict:
 def test_lab_measures_every_point_valid(lab):
     _, results, run = lab
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    # waiting for the controller prints nothing but the points
+    assert "FAILED - RETRYING" not in run.stdout
     document = _document(results)
     assert document["run"]["plan"]["name"] == "smoke"
     assert document["run"]["finished"] is not None
@@ -265,6 +267,60 @@ def test_resume_measures_only_what_is_missing(provisioned, killed_run):
     assert len(document["run"]["resumed"]) == 1
     # a run without --keep-up ends with teardown
     assert _lab_processes(state) == []
+
+
+@pytest.fixture(scope="module")
+def lab_daemons_killed(provisioned, killed_run, tmp_path_factory):
+    """A two-point run whose Prometheus, HAProxy and node exporter are killed (SIGKILL) once
+    the first point's load is under way."""
+    state, results, _ = provisioned
+    # the run before ended with teardown: provision again, as lab.yml would
+    for name in ("playbooks/server.yml", "playbooks/client.yml"):
+        again = playbook(name, state, results)
+        assert again.returncode == 0, again.stdout[-3000:]
+    daemons = {
+        "Prometheus": state / "monitoring" / "prometheus.pid",
+        "HAProxy": state / "load_balancer" / "haproxy.pid",
+        "node exporter": state / "monitoring" / "node_exporter.pid",
+    }
+    plan = _plan(tmp_path_factory.mktemp("lab_faults"), [1, 4])
+    run = _servelab_run(state, results, "--plan", str(plan))
+    killed: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            try:
+                if _served_requests("http://127.0.0.1:8001") > 100:
+                    for name, pidfile in daemons.items():
+                        killed[name] = int(pidfile.read_text().split()[0])
+                        os.kill(killed[name], signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        assert len(killed) == 3, f"the first point's load never reached the server ({killed})"
+        output, _ = run.communicate(timeout=600)
+    finally:
+        run.kill()
+    return run.returncode, output, daemons, killed
+
+
+def test_lab_daemons_killed_mid_point_cost_one_measurement_not_the_run(lab_daemons_killed):
+    returncode, output, daemons, killed = lab_daemons_killed
+    run_dir = _run_dir(output)
+    document = json.loads((run_dir / "results.json").read_text())
+    points = {p["batch"]: p for p in document["points"]}
+    # the spoiled point was measured again with the daemons back; the other one is valid
+    assert points[1]["valid"], points[1]["reasons"]
+    assert points[4]["valid"], points[4]["reasons"]
+    assert returncode == 0, output[-3000:]
+    assert document["failures"] == []
+    # the first attempt was written down as a lab fault, naming what died
+    fault = re.search(r"^point 1/2 \S+: FAILED: lab fault: (.*)$", output, re.M)
+    assert fault, output[-3000:]
+    assert "Prometheus" in fault.group(1)
+    # each daemon runs again, under a new process
+    for name, pidfile in daemons.items():
+        assert int(pidfile.read_text().split()[0]) != killed[name], name
 
 
 def test_teardown_leaves_no_process_behind(provisioned):
