@@ -395,3 +395,21 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "yes", "on", "1")
     return bool(value)
+
+
+# How each program says its own version: the `docker run` options before the image (an
+# entrypoint that is the server itself) and the arguments after it. TF Serving's image
+# starts a script that adds its own flags; its binary alone answers --version.
+VERSION_COMMANDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "openvino-model-server": ((), ("--version",)),
+    "tensorflow-model-server": (("--entrypoint", "tensorflow_model_server"), ("--version",)),
+    "refserver": ((), ("--version",)),
+}
+
+
+def version_command(kind: str, runtime: str, image: str, venv: str, user: str) -> list[str]:
+    """The command that prints the kind's server version on its host (provenance)."""
+    options, args = VERSION_COMMANDS[server_kind(kind).program]
+    if runtime != "docker":
+        return [f"{venv}/bin/servelab-refserver", *args]
+    return ["docker", "run", "--rm", "--network", "none", "--user", user, *options, image, *args]

@@ -90,6 +90,10 @@ def test_lab_measures_every_point_valid(lab):
     hosts = document["run"]["hosts"]
     assert hosts["server"][0]["cores"] == os.cpu_count()
     assert "haproxy" in document["run"]["versions"]["client_packages"]
+    # each server kind's own version, as its program says it
+    servers = document["run"]["versions"]["servers"]
+    assert set(servers) == {"ref-openvino", "ref-tensorflow"}
+    assert all(v.startswith("servelab-refserver ") for v in servers.values()), servers
 
 
 def test_lab_shows_each_point_as_it_finishes(lab):

@@ -80,6 +80,16 @@ def test_the_lab_measures_every_point_valid_in_containers(lab_run):
     for point in document["points"]:
         assert f"{point['throughput_fps']:.1f}" in report
     assert "servelab/refserver:bookworm" in report
+    # provenance: each server's own version, and each image's digest (a local build's
+    # is its id) beside every image the run used
+    servers = document["run"]["versions"]["servers"]
+    assert all(v.startswith("servelab-refserver ") for v in servers.values()), servers
+    digests = document["run"]["versions"]["image_digests"]
+    assert set(digests) == set(images), (digests, images)
+    # the process exporter's container saw the programs of the other containers
+    for point in document["points"]:
+        programs = {u["program"] for u in point["programs"]}
+        assert {"servelab-refserver", "haproxy", "servelab-load", "prometheus"} <= programs
 
 
 def test_a_second_provisioning_changes_nothing(docker_lab, lab_run):

@@ -40,6 +40,7 @@ from servelab.controller.server_commands import (
     docker_container,
     healthcheck_script,
     image_for,
+    version_command,
 )
 from servelab.refserver.cli import build_parser
 from tests.support.lab import PROJECT
@@ -767,3 +768,31 @@ def test_the_gpu_image_keeps_a_given_gpu_tag_and_the_role_hands_the_render_gid_o
         other = replace(_settings(replace(CASES[name], target_device="GPU"), tmp_path))
         assert not other.on_gpu
         assert "devices" not in docker_container(other).as_module_args()
+
+
+# --- provenance ---------------------------------------------------------------------------
+
+
+def test_each_program_is_asked_its_version_the_way_it_answers():
+    image, user = "img:1", "65534:65534"
+    ovms = version_command("ovms", "docker", image, "/venv", user)
+    assert ovms == [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        user,
+        image,
+        "--version",
+    ]
+    # TF Serving's image starts a script that adds its flags: its binary answers alone
+    tfs = version_command("tfserving", "docker", image, "/venv", user)
+    assert tfs[-4:] == ["--entrypoint", "tensorflow_model_server", image, "--version"]
+    native = version_command("ref-openvino", "native", "", "/venv", user)
+    assert native == ["/venv/bin/servelab-refserver", "--version"]
+    # refserver's own parser answers --version before it asks for its other flags
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0

@@ -15,6 +15,7 @@ from servelab.controller.server_commands import (
     config_files,
     docker_container,
     image_for,
+    version_command,
 )
 
 
@@ -55,6 +56,13 @@ def servelab_on_gpu(settings: dict[str, Any]) -> bool:
     return ServerSettings.from_role(settings).on_gpu
 
 
+def servelab_version_command(
+    kind: str, runtime: str, image: str, venv: str, user: str
+) -> list[str]:
+    """The command that prints the kind's server version (OVMS', TF Serving's, refserver's)."""
+    return version_command(kind, runtime, image, venv, user)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -64,4 +72,5 @@ class FilterModule:
             "servelab_config_files": servelab_config_files,
             "servelab_server_image": servelab_server_image,
             "servelab_on_gpu": servelab_on_gpu,
+            "servelab_version_command": servelab_version_command,
         }
