@@ -42,8 +42,10 @@ class ServerMetricNames:
     # histogram (pairs, not a dict: the record stays hashable)
     request_time_labels: tuple[tuple[str, str], ...] = ()
     inference_time_labels: str = ""  # matchers on the inference-time histogram
-    # the process exporter's group of the kind's program (roles/process_exporter)
+    # the process exporter's group of the kind's program (roles/process_exporter), and its
+    # matchers as (comm|exe|cmdline, patterns) pairs
     process_group: str = ""
+    process_match: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def request_time_matchers(self, api: str) -> str:
         """The request-time histogram's matchers for calls over this API ("" if none)."""
@@ -124,6 +126,10 @@ def parse_kind(name: str, entry: dict[str, Any]) -> ServerKind:
             f"are not APIs ({APIS})"
         )
     metrics["request_time_labels"] = tuple((metrics.get("request_time_labels") or {}).items())
+    metrics["process_match"] = tuple(
+        (str(key), tuple(str(p) for p in patterns))
+        for key, patterns in (metrics.get("process_match") or {}).items()
+    )
     try:
         metric_names = ServerMetricNames(**metrics)
     except TypeError as error:
