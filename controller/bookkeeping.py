@@ -156,7 +156,9 @@ class RunBook:
     def record(self, result: PointResult, done: int, total: int, seconds: float) -> None:
         """Write the point at once, and say it with the time the rest may take."""
         self.points = [p for p in self.points if p.point != result.point] + [result]
-        if result.status == "failed":
+        # a lab fault is the point's own record until it is measured again; the run's
+        # failures are what no new measurement can undo
+        if result.status == "failed" and not result.lab_fault:
             self.failures += [f"{result.point.slug}: {reason}" for reason in result.reasons]
         self.save()
         self._point_seconds.append(seconds)

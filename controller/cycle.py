@@ -13,6 +13,10 @@ Each point's window comes from controller/window_length.py: the plan's duration,
 or longer when the rate seen so far says the point would hold too few requests. A
 window that still ends short is measured again, longer; only the last attempt is
 kept (its result carries `window_choice`: how long, how many attempts, why).
+
+Before each point the lab's own daemons are checked and any that died brought back;
+a point that went wrong while one was down is a lab fault (failed, measured again),
+while a point that went wrong with the lab whole stays invalid: the server spoiled it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from servelab.controller.lab import Lab, Observation, ServerLink
 from servelab.controller.phases import PhaseFailed
 from servelab.controller.plan import Plan, Point
 from servelab.controller.prometheus import Window
-from servelab.controller.results import PointResult, from_clients
+from servelab.controller.results import LAB_FAULT, PointResult, from_clients
 from servelab.controller.validity import judge, merged_timeline, stability, worst_coverage
 from servelab.controller.window_length import WindowChoice, WindowPlanner
 from servelab.server.modelrepo.ceiling import CEILING_FILE, load_ceiling
@@ -49,11 +53,20 @@ class PointCycle:
         self.windows = WindowPlanner(plan.window, plan.validity)
 
     def measure(self, point: Point) -> PointResult:
-        """The point's result; a failed phase gives a result with status "failed"."""
+        """The point's result; a failed phase gives a result with status "failed", and so
+        does a point the lab's own daemons spoiled (a lab fault: see `_lab_fault`)."""
+        try:  # a daemon that died since the last point comes back before this one
+            brought_back = self.lab.ensure_healthy()
+        except PhaseFailed as exc:
+            return _failed(point, f"{LAB_FAULT}: the lab's daemons did not come back: {exc}")
+        if brought_back:
+            print(f"{point.slug}: brought back {', '.join(brought_back)} first", flush=True)
         choice: WindowChoice | None = self.windows.first(point)
         while choice is not None:
             result = self._attempt(point, choice)
             choice = self._longer_window(point, result, choice)
+        if result.status == "failed" or not result.valid:
+            result = self._lab_fault(point, result)
         return result
 
     def _attempt(self, point: Point, choice: WindowChoice) -> PointResult:
@@ -69,6 +82,24 @@ class PointCycle:
         if choice.reason is not None:
             result.window_choice = choice
         return result
+
+    def _lab_fault(self, point: Point, result: PointResult) -> PointResult:
+        """A point that went wrong while one of the lab's own daemons was down is the lab's
+        fault, not the server's: recorded as failed, to be measured again. A point that
+        went wrong with every daemon up stays as it is (the server spoiled it)."""
+        try:
+            died = self.lab.ensure_healthy()
+        except PhaseFailed as exc:
+            return _failed(point, f"{LAB_FAULT}: the lab's daemons did not come back: {exc}")
+        if not died:
+            return result
+        self._served_cleanly.clear()
+        spoiled = "; ".join(result.reasons) or "no reason recorded"
+        return _failed(
+            point,
+            f"{LAB_FAULT}: {', '.join(died)} died during the point and was brought back "
+            f"(the point: {spoiled})",
+        )
 
     def _longer_window(
         self, point: Point, result: PointResult, choice: WindowChoice
@@ -103,12 +134,7 @@ class PointCycle:
                 self._serve(point.server)
             self.lab.load(point, point_dir, window_s)
         except PhaseFailed as exc:
-            failed = PointResult(
-                point.server, point.model, point.batch, point.concurrency, point.repeat
-            )
-            failed.status = "failed"
-            failed.reasons = [str(exc)]
-            return failed
+            return _failed(point, str(exc))
         summaries = {p.stem: json.loads(p.read_text()) for p in sorted(point_dir.glob("*.json"))}
         return self.evaluate(point, summaries)
 
@@ -135,6 +161,7 @@ class PointCycle:
         result.server_metrics = seen.server
         result.cpu = seen.cpu
         result.network = seen.network
+        result.programs = seen.programs
         result.scrape_coverage = worst_coverage(seen.coverage) if seen.coverage else None
         result.frequency = seen.frequency or None
         result.reasons = notes + self._judge(result, window, summaries, seen)
@@ -162,7 +189,10 @@ class PointCycle:
         if cpu is None:
             client_cpu, source = None, ""
         elif cpu.shared_host:
-            client_cpu, source = cpu.client_pool, "the pools' own share: both platforms share CPUs"
+            client_cpu = cpu.client_pool
+            source = "the pools' own share: both platforms share CPUs"
+            if cpu.client_pool_source == "process exporter":
+                source += " (servelab-load's processes, process exporter)"
         else:
             client_cpu, source = cpu.client, "node exporter"
         return judge(
@@ -182,3 +212,10 @@ class PointCycle:
             coverage=seen.coverage,
             frequency=seen.frequency,
         )
+
+
+def _failed(point: Point, reason: str) -> PointResult:
+    failed = PointResult(point.server, point.model, point.batch, point.concurrency, point.repeat)
+    failed.status = "failed"
+    failed.reasons = [reason]
+    return failed

@@ -37,7 +37,19 @@ class ServerMetricNames:
     inference_time: str | None
     time_unit_s: float  # the histograms' unit in seconds
     model_label: str
-    predict_labels: str  # extra matchers that pick the Predict method
+    predict_labels: str  # extra matchers that pick the Predict method on the counters
+    # (API, matchers) pairs: the matchers that pick its Predict calls on the request-time
+    # histogram (pairs, not a dict: the record stays hashable)
+    request_time_labels: tuple[tuple[str, str], ...] = ()
+    inference_time_labels: str = ""  # matchers on the inference-time histogram
+    # the process exporter's group of the kind's program (roles/process_exporter), and its
+    # matchers as (comm|exe|cmdline, patterns) pairs
+    process_group: str = ""
+    process_match: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def request_time_matchers(self, api: str) -> str:
+        """The request-time histogram's matchers for calls over this API ("" if none)."""
+        return dict(self.request_time_labels).get(api, "")
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,17 @@ def parse_kind(name: str, entry: dict[str, Any]) -> ServerKind:
     if "native" in runtimes and entry.get("refserver_runtime") is None:
         raise RegistryError(f"server kind {name}: the native runtime runs refserver kinds only")
     metrics = dict(entry["metrics"])
+    unknown_apis = set(metrics.get("request_time_labels") or {}) - set(APIS)
+    if unknown_apis:
+        raise RegistryError(
+            f"server kind {name}: metrics.request_time_labels: {sorted(unknown_apis)} "
+            f"are not APIs ({APIS})"
+        )
+    metrics["request_time_labels"] = tuple((metrics.get("request_time_labels") or {}).items())
+    metrics["process_match"] = tuple(
+        (str(key), tuple(str(p) for p in patterns))
+        for key, patterns in (metrics.get("process_match") or {}).items()
+    )
     try:
         metric_names = ServerMetricNames(**metrics)
     except TypeError as error:

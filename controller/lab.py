@@ -19,15 +19,17 @@ from servelab.controller.metrics import (
     CpuUse,
     HostFrequency,
     NetworkUse,
+    ProgramUse,
     ProxyMetrics,
     ServerSideMetrics,
     cpu_frequency,
     cpu_use,
     network_use,
+    program_use,
     proxy_metrics,
     server_metrics,
 )
-from servelab.controller.phases import run_phase
+from servelab.controller.phases import PhaseFailed, run_phase
 from servelab.controller.plan import Point
 from servelab.controller.prometheus import (
     PrometheusAPI,
@@ -83,6 +85,7 @@ class Observation:
     cpu: CpuUse | None = None
     network: NetworkUse | None = None
     coverage: list[ScrapeCoverage] = field(default_factory=list)
+    programs: list[ProgramUse] | None = None  # each lab program's CPU and memory
     error: str | None = None  # Prometheus failed part-way: what it said
     frequency: list[HostFrequency] = field(default_factory=list)  # each host's CPU frequency
 
@@ -126,6 +129,12 @@ class Lab(Protocol):
 
     def teardown(self) -> None:
         """Every lab process stopped; PhaseFailed."""
+        ...
+
+    def ensure_healthy(self) -> list[str]:
+        """The lab's own daemons (Prometheus, HAProxy, the node and process exporters)
+        checked, and any that died brought back; what was brought back (empty when all
+        were up); PhaseFailed when they could not be."""
         ...
 
 
@@ -224,6 +233,9 @@ class AnsibleLab:
             # interpolation, and the coverage of the window's end, need a scrape after it
             for job in ("haproxy", "node"):
                 api.wait_for_scrapes(job, window.end_epoch + AFTER_WINDOW_S, SCRAPE_TIMEOUT_S)
+            # a lab without process exporters (an older inventory) costs the programs' figures
+            if api.target("process", {}) is not None:
+                api.wait_for_scrapes("process", window.end_epoch + AFTER_WINDOW_S, SCRAPE_TIMEOUT_S)
             if api.target("model_server", server_target) is not None:
                 api.wait_for_scrapes(
                     "model_server",
@@ -232,8 +244,9 @@ class AnsibleLab:
                     server_target,
                 )
             seen.proxy = proxy_metrics(api, point.server, window)
-            seen.server = server_metrics(api, point.server, point.model, window)
-            seen.cpu = cpu_use(api, window, client_pool_cpu(summaries))
+            seen.programs = program_use(api, window) or None
+            seen.server = server_metrics(api, point.server, point.model, window, seen.programs)
+            seen.cpu = cpu_use(api, window, client_pool_cpu(summaries), seen.programs)
             if link is not None:
                 seen.network = network_use(api, link.host, link.device, link.speed_mbps, window)
             seen.coverage = window_coverage(api, point.server, window)
@@ -244,6 +257,52 @@ class AnsibleLab:
 
     def teardown(self) -> None:
         self._phase("playbooks/teardown.yml", {})
+
+    def ensure_healthy(self) -> list[str]:
+        api = self.prometheus
+        if api is None:
+            return []
+        dead = lab_daemons_down(api)
+        if not dead:
+            return []
+        self._phase("playbooks/phases/lab_health.yml", {})
+        # back means scraped again: Prometheus ready and every lab job's targets up
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        still = dead
+        while time.monotonic() < deadline:
+            still = lab_daemons_down(api)
+            if not still:
+                return dead
+            time.sleep(0.5)
+        raise PhaseFailed(
+            f"{', '.join(still)} still down {HEALTH_TIMEOUT_S:g} s after "
+            "playbooks/phases/lab_health.yml brought the lab's daemons back"
+        )
+
+
+# The lab's own scrape jobs, each its daemon's health (the model server's is the point's).
+LAB_JOBS = {"haproxy": "HAProxy", "node": "a node exporter", "process": "a process exporter"}
+# How long restarted daemons may take to be scraped again.
+HEALTH_TIMEOUT_S = 30.0
+
+
+def lab_daemons_down(api: PrometheusAPI) -> list[str]:
+    """The lab's daemons that do not answer: Prometheus itself (not ready), or a target of
+    a lab job whose last scrape failed."""
+    if not api.ready():
+        return ["Prometheus"]
+    try:
+        targets = api.targets()
+    except PrometheusError:
+        return ["Prometheus"]
+    down = []
+    for target in targets:
+        labels = target.get("labels") or {}
+        job = labels.get("job", "")
+        if job in LAB_JOBS and target.get("health") == "down":
+            where = labels.get("host") or labels.get("instance", "")
+            down.append(f"{LAB_JOBS[job]} ({job} on {where})")
+    return sorted(set(down))
 
 
 def window_coverage(api: PrometheusAPI, kind: str, window: Window) -> list[ScrapeCoverage]:

@@ -2,8 +2,10 @@
 
 The scrape jobs are the ones playbooks/client.yml gives the monitoring role:
 `haproxy` (HAProxy's exporter; one frontend and backend per server kind, named
-after the kind), `node` (a node exporter per host, labelled with its `platform`)
-and `model_server` (each kind's own metrics, labelled with its `kind`). The records
+after the kind), `node` (a node exporter per host, labelled with its `platform`),
+`process` (a process exporter per host, its groups named after the lab's programs,
+labelled like `node`) and `model_server` (each kind's own metrics, labelled with
+its `kind`). The records
 returned are results.json's own (controller/results.py).
 """
 
@@ -21,6 +23,7 @@ from servelab.controller.results import (
     CpuUse,
     HostFrequency,
     NetworkUse,
+    ProgramUse,
     ProxyMetrics,
     ServerSideMetrics,
 )
@@ -31,6 +34,12 @@ MARGIN_S = 3.0
 
 # A point whose busier direction used this share of the link was limited by the network.
 NEAR_CAPACITY = 0.8
+
+# The API the client pools speak: it picks the server's request-time series.
+POOL_API = "tfs-grpc"
+
+# The process exporter's group of the client pools (roles/process_exporter).
+POOL_PROGRAM = "servelab-load"
 
 
 def _selector(name: str, *matchers: str) -> str:
@@ -64,8 +73,15 @@ def proxy_metrics(api: PrometheusAPI, kind: str, window: Window) -> ProxyMetrics
 
 
 def server_metrics(
-    api: PrometheusAPI, kind: str, model: str, window: Window
+    api: PrometheusAPI,
+    kind: str,
+    model: str,
+    window: Window,
+    programs: list[ProgramUse] | None = None,
+    client_api: str = POOL_API,
 ) -> ServerSideMetrics | None:
+    """The kind's own Predict counters and time histograms over the window; the server
+    program's CPU from the process exporter's figures (`programs`), when there are any."""
     names = server_kind(kind).metrics
     target = f'job="model_server",kind="{kind}"'
     model_matcher = f'{names.model_label}="{model}"'
@@ -83,28 +99,92 @@ def server_metrics(
         MARGIN_S,
     )
 
-    def mean_ms(histogram: str | None) -> float | None:
+    def mean_ms(histogram: str | None, matchers: str) -> tuple[float | None, int | None]:
+        """(mean in ms, calls it stands on) of a histogram over the window."""
         if histogram is None:
-            return None
-        total = window_increase(
-            api, _selector(f"{histogram}_sum", target, model_matcher), window, MARGIN_S
-        )
-        count = window_increase(
-            api, _selector(f"{histogram}_count", target, model_matcher), window, MARGIN_S
-        )
+            return None, None
+        parts = (target, model_matcher, matchers)
+        total = window_increase(api, _selector(f"{histogram}_sum", *parts), window, MARGIN_S)
+        count = window_increase(api, _selector(f"{histogram}_count", *parts), window, MARGIN_S)
         if not total or not count:
-            return None
-        return total / count * names.time_unit_s * 1e3
+            return None, round(count) if count is not None else None
+        return total / count * names.time_unit_s * 1e3, round(count)
 
-    cpu_s = window_increase(api, _selector("process_cpu_seconds_total", target), window, MARGIN_S)
+    request_ms, request_n = mean_ms(names.request_time, names.request_time_matchers(client_api))
+    inference_ms, inference_n = mean_ms(names.inference_time, names.inference_time_labels)
+    own = [
+        p for p in programs or [] if p.program == names.process_group and "server" in p.platforms
+    ]
+    cores = [p.cpu_cores for p in own if p.cpu_cores is not None]
     return ServerSideMetrics(
         requests=round(success),
         requests_per_s=rate[0] if rate else None,
         errors=round(errors or 0.0),
-        request_ms_mean=mean_ms(names.request_time),
-        inference_ms_mean=mean_ms(names.inference_time),
-        process_cpu=cpu_s / window.duration_s if cpu_s is not None else None,
+        request_ms_mean=request_ms,
+        inference_ms_mean=inference_ms,
+        process_cpu=sum(cores) if cores else None,
+        request_samples=request_n,
+        inference_samples=inference_n,
     )
+
+
+def program_use(api: PrometheusAPI, window: Window) -> list[ProgramUse]:
+    """Each lab program's CPU (cores) and peak resident memory over the window, per
+    process exporter; a program with no process inside the window is left out.
+
+    On one machine both platforms' targets are one exporter (one address): its figures
+    are listed once, under both platforms."""
+    platforms: dict[str, set[str]] = {}
+    for labels, _ in api.instant(_selector("up", 'job="process"'), window.end_epoch):
+        platforms.setdefault(labels.get("instance", ""), set()).add(labels.get("platform", ""))
+    start, end = window.start_epoch - MARGIN_S, window.end_epoch + MARGIN_S
+    # The same series comes once per target of its exporter: keep the first of each.
+    by_mode: dict[tuple[str, str, str], float] = {}
+    for labels, samples in api.raw(
+        _selector("namedprocess_namegroup_cpu_seconds_total", 'job="process"'), start, end
+    ):
+        spent = counter_increase(samples, window)
+        if spent is not None:
+            mode = (labels.get("instance", ""), labels.get("groupname", ""), labels.get("mode", ""))
+            by_mode.setdefault(mode, spent)
+    cpu: dict[tuple[str, str], float] = {}
+    for (instance, program, _), spent in by_mode.items():
+        cpu[(instance, program)] = cpu.get((instance, program), 0.0) + spent
+    peak: dict[tuple[str, str], tuple[float, int]] = {}
+    for labels, samples in api.raw(
+        _selector("namedprocess_namegroup_memory_bytes", 'job="process"', 'memtype="resident"'),
+        start,
+        end,
+    ):
+        inside = [v for t, v in samples if window.start_epoch <= t <= window.end_epoch]
+        key = (labels.get("instance", ""), labels.get("groupname", ""))
+        if inside and key not in peak:
+            peak[key] = (max(inside), len(inside))
+    processes: dict[tuple[str, str], int] = {}
+    for labels, samples in api.raw(
+        _selector("namedprocess_namegroup_num_procs", 'job="process"'), start, end
+    ):
+        inside = [v for t, v in samples if window.start_epoch <= t <= window.end_epoch]
+        key = (labels.get("instance", ""), labels.get("groupname", ""))
+        if inside:
+            processes[key] = max(processes.get(key, 0), round(max(inside)))
+    found = []
+    for key in sorted(k for k, n in processes.items() if n > 0):
+        instance, program = key
+        spent = cpu.get(key)
+        rss, samples = peak.get(key, (None, 0))
+        found.append(
+            ProgramUse(
+                program=program,
+                host=instance,
+                platforms=sorted(p for p in platforms.get(instance, set()) if p),
+                cpu_cores=spent / window.duration_s if spent is not None else None,
+                peak_rss_bytes=rss,
+                samples=samples,
+                processes=processes[key],
+            )
+        )
+    return found
 
 
 def _platform_cpu(api: PrometheusAPI, platform: str, window: Window) -> tuple[float, int] | None:
@@ -129,9 +209,25 @@ def _platform_cpu(api: PrometheusAPI, platform: str, window: Window) -> tuple[fl
     return 1.0 - idle / total, len(cores)
 
 
-def cpu_use(api: PrometheusAPI, window: Window, client_pool: float | None) -> CpuUse:
+def cpu_use(
+    api: PrometheusAPI,
+    window: Window,
+    client_pool: float | None,
+    programs: list[ProgramUse] | None = None,
+) -> CpuUse:
+    """Both platforms' CPU; the pools' own share from the process exporter (their
+    group's cores over the client platform's cores) when it saw them, else the pools'
+    own report (`client_pool`)."""
     server = _platform_cpu(api, "server", window)
     client = _platform_cpu(api, "client", window)
+    pools = [
+        p.cpu_cores
+        for p in programs or []
+        if p.program == POOL_PROGRAM and "client" in p.platforms and p.cpu_cores is not None
+    ]
+    source = "pools" if client_pool is not None else None
+    if pools and client and client[1]:
+        client_pool, source = sum(pools) / client[1], "process exporter"
     # One kernel under both platforms (one machine, or hosts made of namespaces): the
     # node exporters count the same CPUs, so only the pools' own share tells them apart.
     nodenames = {
@@ -151,6 +247,7 @@ def cpu_use(api: PrometheusAPI, window: Window, client_pool: float | None) -> Cp
         server_cores=server[1] if server else None,
         client_cores=client[1] if client else None,
         shared_host=bool(nodenames["server"] & nodenames["client"]),
+        client_pool_source=source,
     )
 
 

@@ -96,6 +96,14 @@ class PrometheusAPI:
             (r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in data["result"]
         ]
 
+    def ready(self) -> bool:
+        """Whether Prometheus answers its readiness route (/-/ready) with 200."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=self.timeout_s) as reply:
+                return reply.status == 200
+        except (OSError, ValueError):
+            return False
+
     def targets(self) -> list[dict[str, Any]]:
         return self._get("/api/v1/targets", {"state": "active"})["activeTargets"]
 

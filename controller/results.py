@@ -47,6 +47,8 @@ FORMAT_VERSION = 2
 # The server kinds whose runtime is OpenVINO, which the in-process ceiling measures.
 OPENVINO_KINDS = frozenset(kind.name for kind in KINDS.values() if kind.in_process_ceiling)
 NO_VERDICT = "results.json records no validity verdict for this point"
+# A failed point's reason that blames the lab's own daemons (cycle.py): measured again.
+LAB_FAULT = "lab fault"
 
 
 class ReportError(ValueError):
@@ -105,7 +107,19 @@ class ServerSideMetrics:
     errors: int
     request_ms_mean: float | None
     inference_ms_mean: float | None
-    process_cpu: float | None  # the server process's CPU, in cores
+    # the server program's CPU, in cores (the process exporter's group of the kind's program)
+    process_cpu: float | None
+    # how many calls each mean stands on: the histograms' counts over the window
+    request_samples: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    inference_samples: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+
+    @property
+    def serving_overhead_ms(self) -> float | None:
+        """The server's own time around the inference: mean request time minus mean
+        inference time (its front end: decoding, queueing, encoding)."""
+        if self.request_ms_mean is None or self.inference_ms_mean is None:
+            return None
+        return self.request_ms_mean - self.inference_ms_mean
 
 
 @dataclass
@@ -118,6 +132,9 @@ class CpuUse:
     server_cores: int | None
     client_cores: int | None
     shared_host: bool  # both platforms on one kernel: node CPU counts both
+    # where client_pool comes from: "process exporter" (servelab-load's group) or "pools"
+    # (their own summaries); absent from points measured before the exporter
+    client_pool_source: str | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
 
 @dataclass
@@ -143,6 +160,16 @@ class HostFrequency:
     high_hz: float | None  # the highest
     change: float | None  # (high - low) / high
     throttles: int | None  # core and package throttling events in the window; None: not exposed
+class ProgramUse:
+    """One lab program on one host over the window (the process exporter's group)."""
+
+    program: str  # the process group (roles/process_exporter): haproxy, servelab-load, ...
+    host: str  # the exporter's address (one per machine: both platforms share it)
+    platforms: list[str]  # the platforms whose exporter target this is: server, client
+    cpu_cores: float | None  # CPU seconds over the window / the window's seconds
+    peak_rss_bytes: float | None  # the highest resident memory sampled inside the window
+    samples: int  # the scrapes inside the window that the peak and the CPU stand on
+    processes: int  # the most processes the group held at a scrape inside the window
 
 
 @dataclass(frozen=True)
@@ -189,6 +216,9 @@ class PointResult:
     window_choice: WindowChoice | None = field(default=None, metadata=WRITTEN_WHEN_SET)
     # each host's CPU frequency over the window; absent from older points
     frequency: list[HostFrequency] | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    # each lab program's CPU and peak memory per host (process exporter); absent from
+    # points measured before the lab ran one
+    programs: list[ProgramUse] | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
     @property
     def point(self) -> Point:
@@ -203,6 +233,11 @@ class PointResult:
     def counted(self) -> bool:
         """Whether this point may enter a gain: measured, valid and with a throughput."""
         return self.status == "measured" and self.valid and self.throughput_fps is not None
+
+    @property
+    def lab_fault(self) -> bool:
+        """Failed because the lab's own daemons (not the server) spoiled it."""
+        return self.status == "failed" and any(r.startswith(LAB_FAULT) for r in self.reasons)
 
     @property
     def errors_total(self) -> int | None:

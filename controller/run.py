@@ -24,6 +24,9 @@ from servelab.controller.plan import PlanError, load_plan
 from servelab.controller.prometheus import PrometheusAPI
 from servelab.controller.scheduler import Scheduler, listed_points, scheduler_for
 
+# How often a point the lab's own daemons spoiled is measured again at once.
+LAB_FAULT_RETRIES = 1
+
 
 def execute(
     book: RunBook, lab: Lab, *, keep_up: bool = False, scheduler: Scheduler | None = None
@@ -52,6 +55,14 @@ def execute(
                     began = time.monotonic()
                     result = cycle.measure(step.point)
                     book.record(result, done, order.total, time.monotonic() - began)
+                    # once more after a lab fault, with the daemons back (--resume
+                    # measures it again too: it is recorded as failed)
+                    for _ in range(LAB_FAULT_RETRIES):
+                        if not result.lab_fault:
+                            break
+                        began = time.monotonic()
+                        result = cycle.measure(step.point)
+                        book.record(result, done, order.total, time.monotonic() - began)
                 else:
                     book.kept(result, done, order.total)
                 order.record(result)

@@ -11,6 +11,7 @@ takes `--flag=value`.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class ServerSettings:
     start_timeout_s: int = 300
     runtime: str = "docker"  # or native: a refserver process reads the host's paths
     cpuset: str = ""  # CPUs the container may run on (docker's --cpuset-cpus); empty: all
+    render_gid: int | None = None  # the host's render group (its /dev/dri/renderD* nodes' gid)
 
     @classmethod
     def from_role(cls, variables: Mapping[str, Any]) -> ServerSettings:
@@ -73,6 +75,18 @@ class ServerSettings:
             start_timeout_s=int(variables.get("start_timeout_s", 300)),
             runtime=str(variables.get("runtime", "docker")),
             cpuset=str(variables.get("cpuset") or ""),
+            render_gid=int(variables["render_gid"])
+            if str(variables.get("render_gid") or "").isdigit()
+            else None,
+        )
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether OVMS compiles for an Intel GPU: GPU itself, or AUTO, HETERO or MULTI
+        with GPU among their devices (GPU.1 and the like included)."""
+        return (
+            self.server_kind.program == "openvino-model-server"
+            and re.search(r"(^|[:,])GPU(\.\d+)?($|[:,])", self.target_device.upper()) is not None
         )
 
     @property
@@ -90,6 +104,8 @@ class DockerContainer:
     published_ports: tuple[str, ...]
     healthcheck: Mapping[str, Any]
     cpuset_cpus: str | None  # None: the module's argument is left out
+    devices: tuple[str, ...] = ()  # host:container device nodes (a GPU's /dev/dri)
+    groups: tuple[str, ...] = ()  # extra groups of the container's user (the render group)
 
     def as_module_args(self) -> dict[str, Any]:
         """Plain lists and dicts, as the module takes them; no cpuset_cpus when not set."""
@@ -102,6 +118,10 @@ class DockerContainer:
         }
         if self.cpuset_cpus:
             args["cpuset_cpus"] = self.cpuset_cpus
+        if self.devices:
+            args["devices"] = list(self.devices)
+        if self.groups:
+            args["groups"] = list(self.groups)
         return args
 
 
@@ -135,7 +155,8 @@ def _openvino_model_server(settings: ServerSettings) -> list[str]:
             command += ["--nireq", str(settings.nireq)]
         if settings.plugin_config:
             command += ["--plugin_config", json.dumps(dict(settings.plugin_config))]
-        # --metrics_enable is for a single model; the config file enables them itself.
+        # --metrics_enable also works beside --config_path when the file has no
+        # `monitoring` section; the lab's file carries one, so only this form needs it.
         command.append("--metrics_enable")
     else:
         command = ["--config_path", f"{CONTAINER_CONFIG}/{settings.kind}.json"]
@@ -275,17 +296,48 @@ def config_files(settings: ServerSettings) -> list[ConfigFile]:
     return [config(settings) for config in PROGRAMS[settings.server_kind.program].configs]
 
 
+# The programs whose counters a status request reaches: TF Serving counts every REST
+# request in :tensorflow:serving:request_count (no API label), a status call's too, so a
+# periodic health check would add one request a second to a window. OVMS labels status
+# calls method="GetModelStatus" and refserver counts REST status calls nowhere: a health
+# check leaves their Predict counters and time histograms alone.
+STATUS_COUNTED = frozenset({"tensorflow-model-server"})
+
+# docker's way to switch off a health check, the image's own included.
+NO_HEALTHCHECK: Mapping[str, Any] = {"test": ["NONE"]}
+
+
 def healthcheck_script(models: Sequence[str], rest_port: int) -> str:
     """Healthy: every model AVAILABLE on TF Serving's status route, which all kinds answer.
 
-    bash's /dev/tcp and grep are in every image (the official ones have no curl).
+    bash's /dev/tcp and grep work in every image, whether it has curl (OVMS' has) or not.
+    The request is HTTP/1.1 with its Host header, and asks the server to close.
     """
     names = " ".join(shlex.quote(model) for model in models)
+    request = (
+        f"GET /v1/models/%s HTTP/1.1\\r\\nHost: 127.0.0.1:{rest_port}\\r\\n"
+        "Connection: close\\r\\n\\r\\n"
+    )
     return (
         f"for m in {names}; do exec 3<>/dev/tcp/127.0.0.1/{rest_port} || exit 1;"
-        " printf 'GET /v1/models/%s HTTP/1.0\\r\\n\\r\\n' \"$m\" >&3;"
+        f" printf '{request}' \"$m\" >&3;"
         " grep -q '\"AVAILABLE\"' <&3 || exit 1; exec 3<&-; done"
     )
+
+
+def healthcheck(settings: ServerSettings) -> Mapping[str, Any]:
+    """The container's periodic check; none for a program that counts it as traffic (the
+    role waits for AVAILABLE from the host either way, before any load)."""
+    if settings.server_kind.program in STATUS_COUNTED:
+        return NO_HEALTHCHECK
+    # The start period covers the models' load.
+    return {
+        "test": ["CMD", "bash", "-c", healthcheck_script(settings.models, settings.rest_port)],
+        "interval": "1s",
+        "timeout": "5s",
+        "retries": 3,
+        "start_period": f"{settings.start_timeout_s}s",
+    }
 
 
 def docker_container(settings: ServerSettings) -> DockerContainer:
@@ -313,19 +365,51 @@ def docker_container(settings: ServerSettings) -> DockerContainer:
             f"{settings.bind_address}:{port}:{port}"
             for port in (settings.grpc_port, settings.rest_port)
         ),
-        # The start period covers the models' load.
-        healthcheck={
-            "test": ["CMD", "bash", "-c", healthcheck_script(settings.models, settings.rest_port)],
-            "interval": "1s",
-            "timeout": "5s",
-            "retries": 3,
-            "start_period": f"{settings.start_timeout_s}s",
-        },
+        healthcheck=healthcheck(settings),
         cpuset_cpus=settings.cpuset or None,
+        # OpenVINO's GPU plugin opens the render nodes, which the render group may use
+        devices=(f"{GPU_DEVICES}:{GPU_DEVICES}",) if settings.on_gpu else (),
+        groups=(str(settings.render_gid),)
+        if settings.on_gpu and settings.render_gid is not None
+        else (),
     )
+
+
+# The Intel GPU's device nodes on the host, passed into an OVMS container on GPU.
+GPU_DEVICES = "/dev/dri"
+# The OVMS image tag's suffix of its GPU build (openvino/model_server:2025.2-gpu).
+GPU_TAG_SUFFIX = "-gpu"
+
+
+def image_for(settings: ServerSettings, image: str) -> str:
+    """The image to run: OVMS on a GPU runs the `-gpu` build of the same tag."""
+    if not settings.on_gpu or image.endswith(GPU_TAG_SUFFIX):
+        return image
+    name, colon, tag = image.rpartition(":")
+    if not colon or "/" in tag:  # no tag: the registry's default one
+        return f"{image}:latest{GPU_TAG_SUFFIX}"
+    return f"{name}:{tag}{GPU_TAG_SUFFIX}"
 
 
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "yes", "on", "1")
     return bool(value)
+
+
+# How each program says its own version: the `docker run` options before the image (an
+# entrypoint that is the server itself) and the arguments after it. TF Serving's image
+# starts a script that adds its own flags; its binary alone answers --version.
+VERSION_COMMANDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "openvino-model-server": ((), ("--version",)),
+    "tensorflow-model-server": (("--entrypoint", "tensorflow_model_server"), ("--version",)),
+    "refserver": ((), ("--version",)),
+}
+
+
+def version_command(kind: str, runtime: str, image: str, venv: str, user: str) -> list[str]:
+    """The command that prints the kind's server version on its host (provenance)."""
+    options, args = VERSION_COMMANDS[server_kind(kind).program]
+    if runtime != "docker":
+        return [f"{venv}/bin/servelab-refserver", *args]
+    return ["docker", "run", "--rm", "--network", "none", "--user", user, *options, image, *args]

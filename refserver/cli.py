@@ -9,6 +9,7 @@ spelling. Bad flags end the process with exit code 2 and one line naming the fla
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -70,6 +71,14 @@ _positive.__name__ = "positive integer"
 _non_negative.__name__ = "non-negative integer"
 
 
+def _servelab_version() -> str:
+    """The installed servelab distribution's version (provenance: results.json records it)."""
+    try:
+        return importlib.metadata.version("servelab")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without install
+        return "unknown"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -82,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Serve models in the OVMS/TF Serving repository layout over TF Serving's gRPC API, "
             "with Prometheus /metrics and /v1/models/<name> on the REST port."
         ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"servelab-refserver {_servelab_version()}"
     )
     parser.add_argument("--runtime", required=True, choices=RUNTIMES)
     parser.add_argument(*_flag("--model_name"), dest="model_name", help="the served model's name")

@@ -2,8 +2,9 @@
 
 It asks TF Serving's status route (`GET /v1/models/<name>`), which refserver, TF
 Serving and OpenVINO Model Server all answer, and gives up at once when the
-server's process has died (a pidfile whose process is gone) instead of waiting
-out the timeout. Only the standard library: it runs on any server host.
+server's process has died (a pidfile whose process is gone, or a docker container
+that no longer runs) instead of waiting out the timeout. Only the standard library:
+it runs on any server host.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -59,8 +61,27 @@ def _alive(pidfile: Path | None) -> bool:
     return True
 
 
+def _container_running(container: str | None) -> bool:
+    if container is None:
+        return True
+    try:
+        inspected = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Running}}", container],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True  # docker itself did not answer: the timeout decides
+    return inspected.returncode == 0 and inspected.stdout.strip() == "true"
+
+
 def wait_available(
-    base_url: str, models: list[str], timeout_s: float, pidfile: Path | None = None
+    base_url: str,
+    models: list[str],
+    timeout_s: float,
+    pidfile: Path | None = None,
+    container: str | None = None,
 ) -> None:
     """Return once every model is AVAILABLE; NotAvailable names the first that is not."""
     deadline = time.monotonic() + timeout_s
@@ -73,6 +94,8 @@ def wait_available(
                 raise NotAvailable(
                     f"the server of {pidfile} is not running (model {model}: {state})"
                 )
+            if not _container_running(container):
+                raise NotAvailable(f"container {container} is not running (model {model}: {state})")
             if time.monotonic() > deadline:
                 raise NotAvailable(
                     f"model {model} is not AVAILABLE at {base_url} after {timeout_s:g} s "
@@ -89,6 +112,7 @@ def register(groups: Any) -> None:
     parser.add_argument("--models", nargs="+", required=True, metavar="MODEL")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     parser.add_argument("--pidfile", type=Path, help="give up as soon as this process is gone")
+    parser.add_argument("--container", help="give up as soon as this docker container stops")
     parser.set_defaults(handler=_command)
 
 
@@ -98,7 +122,9 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     started = time.monotonic()
     try:
-        wait_available(args.url.rstrip("/"), args.models, args.timeout, args.pidfile)
+        wait_available(
+            args.url.rstrip("/"), args.models, args.timeout, args.pidfile, args.container
+        )
     except NotAvailable as error:
         print(f"servelab: {error}", file=sys.stderr)
         return error.exit_code

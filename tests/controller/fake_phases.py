@@ -51,6 +51,7 @@ class FakeLab:
         failing_loads: tuple[str, ...] = (),
         coverage_s: dict[str, float] | None = None,
         clocks: list[ClockOffset] | None = None,
+        lab_deaths: dict[str, list[str]] | None = None,
     ) -> None:
         self.fps = fps
         self.errors = errors
@@ -58,6 +59,7 @@ class FakeLab:
         self.failing_loads = failing_loads  # point slugs whose load phase fails
         self.coverage_s = coverage_s or {}  # seconds of the window per scrape job
         self.clocks = clocks
+        self.lab_deaths = dict(lab_deaths or {})  # point slug -> daemons that died in it
         self.phases: list[tuple[str, str]] = []
         self.asked: list[tuple[str, float]] = []  # still_serving's (kind, since)
         self.loaded: list[Point] = []
@@ -119,8 +121,19 @@ class FakeLab:
     def teardown(self) -> None:
         self.phases.append(("teardown", ""))
 
+    def ensure_healthy(self) -> list[str]:
+        """The daemons that died (lab_deaths: point slug -> names, taken at the first
+        check after that point's load), brought back."""
+        self.phases.append(("health", ""))
+        if self.loaded and self.loaded[-1].slug in self.lab_deaths:
+            return self.lab_deaths.pop(self.loaded[-1].slug)
+        return []
+
     def served(self) -> list[str]:
         return [kind for phase, kind in self.phases if phase == "serve"]
+
+    def checked(self) -> int:
+        return sum(phase == "health" for phase, _ in self.phases)
 
 
 def client_summary(

@@ -41,8 +41,9 @@ def test_every_point_is_written_with_provenance_and_the_run_finishes(tmp_path):
     lab = FakeLab()
     book = _book(tmp_path)
     assert execute(book, lab) == 0
-    phases = [phase for phase, _ in lab.phases]
+    phases = [phase for phase, _ in lab.phases if phase != "health"]
     assert phases == ["facts", "serve", "load", "serve", "load", "teardown"]
+    assert lab.checked() == 2, "the lab's daemons checked before each point"
     document = _document(book)
     assert document["run"]["hosts"]["server"] == [{"name": "server"}]
     assert document["run"]["versions"] == {"haproxy": "fake"}
@@ -173,3 +174,69 @@ def test_the_real_lab_judges_haproxy_node_and_the_servers_own_scrapes():
     assert [(c.job, c.covered_s) for c in coverage if c.job == "model_server"] == [
         ("model_server", 2.0)
     ]
+
+
+def _spoiled_once(slug: str) -> tuple[dict[str, list[str]], object]:
+    """The first attempt at `slug` loses requests while HAProxy is down."""
+    attempts: dict[str, int] = {}
+
+    def errors(point):
+        attempts[point.slug] = attempts.get(point.slug, 0) + 1
+        return {"UNAVAILABLE": 7} if point.slug == slug and attempts[slug] == 1 else {}
+
+    return {slug: ["HAProxy (haproxy on client)"]}, errors
+
+
+def test_a_point_the_labs_daemons_spoiled_is_a_lab_fault_measured_again(tmp_path):
+    deaths, errors = _spoiled_once(FIRST)
+    lab = FakeLab(errors=errors, lab_deaths=deaths)
+    book = _book(tmp_path, progress=tmp_path / "progress.log")
+    assert execute(book, lab) == 0, "measured again and valid: the run answers 0"
+    assert [p.slug for p in lab.loaded].count(FIRST) == 2
+    document = _document(book)
+    assert [p["valid"] for p in document["points"]] == [True, True]
+    assert document["failures"] == []
+    lines = (tmp_path / "progress.log").read_text().splitlines()
+    first = [line for line in lines if FIRST in line]
+    assert "FAILED: lab fault: HAProxy (haproxy on client) died during the point" in first[0]
+    assert "UNAVAILABLE" in first[0], "the spoiled point's own reasons are kept"
+    assert first[1].startswith(f"point 1/2 {FIRST}: 100.0 frames/s")
+
+
+def test_a_point_spoiled_with_the_lab_whole_stays_invalid(tmp_path):
+    lab = FakeLab(errors=lambda point: {"UNAVAILABLE": 3} if point.slug == FIRST else {})
+    book = _book(tmp_path)
+    assert execute(book, lab) == 1
+    assert [p.slug for p in lab.loaded].count(FIRST) == 1, "the server spoiled it: not again"
+    point = _document(book)["points"][0]
+    assert point["status"] == "measured" and not point["valid"]
+    assert not any(r.startswith("lab fault") for r in point["reasons"])
+
+
+def test_a_lab_fault_twice_is_left_failed_for_resume_to_measure(tmp_path):
+    book = _book(tmp_path)
+    dying = FakeLab(errors=lambda p: {"UNAVAILABLE": 1} if p.slug == FIRST else {})
+    dying.lab_deaths = _AlwaysDies(FIRST)
+    assert execute(book, dying) == 1
+    point = next(
+        p for p in _document(book)["points"] if p["batch"] == 1 and "openvino" in p["server"]
+    )
+    assert point["status"] == "failed" and point["reasons"][0].startswith("lab fault: Prometheus")
+    resumed = RunBook.resume(book.dir, progress=None)
+    again = FakeLab()
+    assert execute(resumed, again) == 0
+    assert [p.slug for p in again.loaded] == [FIRST]
+
+
+class _AlwaysDies(dict):
+    """Prometheus dies in every attempt at one point."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__()
+        self.slug = slug
+
+    def __contains__(self, slug: object) -> bool:
+        return slug == self.slug
+
+    def pop(self, slug, *default):
+        return ["Prometheus"]

@@ -147,7 +147,14 @@ def test_the_controllers_tables_are_the_registrys():
 def test_metric_names_carry_units_and_selectors():
     ovms, tfs, ref = KINDS["ovms"].metrics, KINDS["tfserving"].metrics, KINDS["ref-openvino"]
     assert (ovms.time_unit_s, tfs.time_unit_s, ref.metrics.time_unit_s) == (1e-6, 1e-6, 1.0)
-    assert ovms.predict_labels == 'method="Predict"'
+    # OVMS labels status calls method="GetModelStatus": Predict over TF Serving's gRPC API
+    assert ovms.predict_labels == 'api="TensorFlowServing",method="Predict",interface="gRPC"'
+    assert ovms.request_time_matchers("tfs-grpc") == 'interface="gRPC"'
+    # TF Serving's histograms: Predict over gRPC; its runtime_latency is the inference time
+    assert tfs.request_time_matchers("tfs-grpc") == 'API="Predict",entrypoint="GRPC"'
+    assert tfs.inference_time == ":tensorflow:serving:runtime_latency"
+    assert tfs.inference_time_labels == 'API="Predict"'
+    assert ref.metrics.request_time_matchers("tfs-grpc") == ""
     # TF Serving has one counter with a status label, which server_metrics splits.
     assert tfs.success == tfs.fail == ":tensorflow:serving:request_count"
     assert tfs.path == "/monitoring/prometheus/metrics"

@@ -49,6 +49,8 @@ def _document(results: Path) -> dict:
 def test_lab_measures_every_point_valid(lab):
     _, results, run = lab
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    # waiting for the controller (its points, teardown, report) prints no retries
+    assert "FAILED - RETRYING" not in run.stdout[run.stdout.index("TASK [Start the controller]") :]
     document = _document(results)
     assert document["run"]["plan"]["name"] == "smoke"
     assert document["run"]["finished"] is not None
@@ -77,6 +79,19 @@ def test_lab_measures_every_point_valid(lab):
         assert point["latency_ms"]["samples"] == point["requests"]
         # each node exporter host's frequency, read or "not exposed" (this VM has no cpufreq)
         assert {f["host"] for f in point["frequency"]} == {"server", "client"}
+        # the process exporter: each program's CPU and peak memory over the window, the
+        # server program's CPU, and the pools' share the client-CPU rule judges
+        programs = {u["program"]: u for u in point["programs"]}
+        for program in ("servelab-refserver", "haproxy", "servelab-load", "prometheus"):
+            use = programs[program]
+            assert use["cpu_cores"] > 0 and use["peak_rss_bytes"] > 2**20, use
+            assert use["samples"] >= 3 and use["platforms"] == ["client", "server"], use
+        assert point["server_metrics"]["process_cpu"] == programs["servelab-refserver"]["cpu_cores"]
+        assert point["cpu"]["client_pool_source"] == "process exporter"
+        # the server-side breakdown: request time holds the inference time
+        metrics = point["server_metrics"]
+        assert 0 < metrics["inference_ms_mean"] <= metrics["request_ms_mean"]
+        assert abs(metrics["request_samples"] - point["requests"]) <= 0.05 * point["requests"] + 2
     hosts = document["run"]["hosts"]
     for host in hosts["server"] + hosts["client"]:
         tuning = host["fingerprint"]
@@ -84,6 +99,10 @@ def test_lab_measures_every_point_valid(lab):
         assert all(isinstance(value, str) and value for value in tuning.values()), tuning
     assert hosts["server"][0]["cores"] == os.cpu_count()
     assert "haproxy" in document["run"]["versions"]["client_packages"]
+    # each server kind's own version, as its program says it
+    servers = document["run"]["versions"]["servers"]
+    assert set(servers) == {"ref-openvino", "ref-tensorflow"}
+    assert all(v.startswith("servelab-refserver ") for v in servers.values()), servers
 
 
 def test_lab_shows_each_point_as_it_finishes(lab):
@@ -116,6 +135,19 @@ def test_the_report_agrees_with_results_json(lab):
     report = (run_dir / "report.md").read_text()
     for point in document["points"]:
         assert f"{point['throughput_fps']:.1f}" in report
+    assert "## Where the time went" in report
+    assert "## Each lab program's CPU and memory" in report
+    for point in document["points"]:
+        overhead = (
+            point["server_metrics"]["request_ms_mean"]
+            - point["server_metrics"]["inference_ms_mean"]
+        )
+        assert (
+            f"{point['latency_ms']['mean']:.2f}" in report
+            or f"{point['latency_ms']['mean']:.1f}" in report
+        )
+        assert any(f"{overhead:.{d}f}" in report for d in (1, 2)), overhead
+    assert "| servelab-load |" in report
     for name in ("results.csv", "report.html"):
         assert (run_dir / name).stat().st_size > 0
     assert list((run_dir / "charts").glob("*.png"))
@@ -248,6 +280,60 @@ def test_resume_measures_only_what_is_missing(provisioned, killed_run):
     assert len(document["run"]["resumed"]) == 1
     # a run without --keep-up ends with teardown
     assert _lab_processes(state) == []
+
+
+@pytest.fixture(scope="module")
+def lab_daemons_killed(provisioned, killed_run, tmp_path_factory):
+    """A two-point run whose Prometheus, HAProxy and node exporter are killed (SIGKILL) once
+    the first point's load is under way."""
+    state, results, _ = provisioned
+    # the run before ended with teardown: provision again, as lab.yml would
+    for name in ("playbooks/server.yml", "playbooks/client.yml"):
+        again = playbook(name, state, results)
+        assert again.returncode == 0, again.stdout[-3000:]
+    daemons = {
+        "Prometheus": state / "monitoring" / "prometheus.pid",
+        "HAProxy": state / "load_balancer" / "haproxy.pid",
+        "node exporter": state / "monitoring" / "node_exporter.pid",
+    }
+    plan = _plan(tmp_path_factory.mktemp("lab_faults"), [1, 4])
+    run = _servelab_run(state, results, "--plan", str(plan))
+    killed: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            try:
+                if _served_requests("http://127.0.0.1:8001") > 100:
+                    for name, pidfile in daemons.items():
+                        killed[name] = int(pidfile.read_text().split()[0])
+                        os.kill(killed[name], signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        assert len(killed) == 3, f"the first point's load never reached the server ({killed})"
+        output, _ = run.communicate(timeout=600)
+    finally:
+        run.kill()
+    return run.returncode, output, daemons, killed
+
+
+def test_lab_daemons_killed_mid_point_cost_one_measurement_not_the_run(lab_daemons_killed):
+    returncode, output, daemons, killed = lab_daemons_killed
+    run_dir = _run_dir(output)
+    document = json.loads((run_dir / "results.json").read_text())
+    points = {p["batch"]: p for p in document["points"]}
+    # the spoiled point was measured again with the daemons back; the other one is valid
+    assert points[1]["valid"], points[1]["reasons"]
+    assert points[4]["valid"], points[4]["reasons"]
+    assert returncode == 0, output[-3000:]
+    assert document["failures"] == []
+    # the first attempt was written down as a lab fault, naming what died
+    fault = re.search(r"^point 1/2 \S+: FAILED: lab fault: (.*)$", output, re.M)
+    assert fault, output[-3000:]
+    assert "Prometheus" in fault.group(1)
+    # each daemon runs again, under a new process
+    for name, pidfile in daemons.items():
+        assert int(pidfile.read_text().split()[0]) != killed[name], name
 
 
 def test_teardown_leaves_no_process_behind(provisioned):

@@ -11,6 +11,7 @@ containers can be looked at; then teardown leaves no container, network or volum
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -32,10 +33,21 @@ def _inspect(container: str) -> dict:
     return json.loads(out.stdout)[0]
 
 
+# The docker runtime's default state directory (inventory/group_vars/all.yml).
+DEFAULT_STATE = Path("/var/lib/servelab")
+
+
 @pytest.fixture(scope="module")
 def docker_lab(docker_engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("docker_lab")
-    state, results = root / "state", root / "results"
+    results = root / "results"
+    # as a new user runs it: the default state directory, from a home of mode 0700
+    # (root's, and Debian's default for new users), which the containers' user cannot enter
+    home = root / "home"
+    home.mkdir(mode=0o700)
+    home.chmod(0o700)
+    existed = DEFAULT_STATE.exists()
+    state = DEFAULT_STATE
     plan = yaml.safe_load((PROJECT / "plans" / "smoke.yml").read_text())
     plan.update({"name": "docker-smoke", "batches": [1]})
     plan_file = root / "plan.yml"
@@ -43,12 +55,16 @@ def docker_lab(docker_engine, tmp_path_factory):
     volumes_before = docker.volumes()
 
     def run(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return playbook(name, state, results, *DOCKER, *extra, plan=plan_file)
+        return playbook(
+            name, None, results, *DOCKER, *extra, plan=plan_file, extra_env={"HOME": str(home)}
+        )
 
     try:
         yield run, state, results, volumes_before
     finally:
         run("playbooks/teardown.yml")
+        if not existed:  # what this test made, and nothing a user had there before
+            shutil.rmtree(DEFAULT_STATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +79,8 @@ def lab_run(docker_lab):
 def test_the_lab_measures_every_point_valid_in_containers(lab_run):
     _, results = lab_run
     document = json.loads((results / "latest" / "results.json").read_text())
+    # the default state directory held the lab's files, not the 0700 home
+    assert (DEFAULT_STATE / "load_balancer" / "haproxy.cfg").is_file()
     assert {p["server"] for p in document["points"]} == {"ref-openvino", "ref-tensorflow"}
     for point in document["points"]:
         assert point["valid"], point["reasons"]
@@ -84,6 +102,13 @@ def test_the_lab_measures_every_point_valid_in_containers(lab_run):
     for point in document["points"]:
         assert f"{point['throughput_fps']:.1f}" in report
     assert "servelab/refserver:bookworm" in report
+    # provenance: each server's own version
+    servers = document["run"]["versions"]["servers"]
+    assert all(v.startswith("servelab-refserver ") for v in servers.values()), servers
+    # the process exporter's container saw the programs of the other containers
+    for point in document["points"]:
+        programs = {u["program"] for u in point["programs"]}
+        assert {"servelab-refserver", "haproxy", "servelab-load", "prometheus"} <= programs
 
 
 def test_a_second_provisioning_changes_nothing(docker_lab, lab_run):

@@ -11,8 +11,11 @@ not ship, declared here with upstream's field names and types).
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import subprocess
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,6 +38,9 @@ from servelab.controller.server_commands import (
     ServerSettings,
     config_files,
     docker_container,
+    healthcheck_script,
+    image_for,
+    version_command,
 )
 from servelab.refserver.cli import build_parser
 from tests.support.lab import PROJECT
@@ -324,7 +330,11 @@ class Built:
 
 def _settings(case: Case, tmp: Path) -> ServerSettings:
     """The settings as the role hands them over: its variables, numbers as text."""
-    return ServerSettings.from_role(
+    return ServerSettings.from_role(_role_variables(case, tmp))
+
+
+def _role_variables(case: Case, tmp: Path) -> dict[str, Any]:
+    return dict(
         {
             "kind": case.kind,
             "runtime": "docker",
@@ -648,17 +658,55 @@ def test_containers_run_as_no_root_by_default():
     assert user.split(":")[0] not in ("0", "root"), f"the containers run as {user}"
 
 
-@pytest.mark.parametrize("name", ["ovms_two", "tfserving_batching", "ref_tensorflow_one"])
+@pytest.mark.parametrize("name", ["ovms_two", "ref_openvino_two", "ref_tensorflow_one"])
 def test_healthy_means_every_model_available_on_the_rest_port(built, name):
     b = built[name]
     health = b.container.healthcheck
     assert health["test"][:3] == ["CMD", "bash", "-c"]
     script = health["test"][3]
+    rest = PORTS[CASES[name].kind]["rest"]
     assert f"for m in {' '.join(CASES[name].models)}; do" in script
-    assert f"/dev/tcp/127.0.0.1/{PORTS[CASES[name].kind]['rest']}" in script
-    assert "GET /v1/models/%s" in script and '"AVAILABLE"' in script
+    assert f"/dev/tcp/127.0.0.1/{rest}" in script
+    # HTTP/1.1 needs its Host header; the server closes after the one answer
+    assert f"GET /v1/models/%s HTTP/1.1\\r\\nHost: 127.0.0.1:{rest}\\r\\n" in script
+    assert "Connection: close" in script and '"AVAILABLE"' in script
     assert health["start_period"] == "300s", "the models' load time"
     assert b.container.env == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_the_health_check_script_gets_an_answer_from_a_real_http_1_1_server(tmp_path):
+    # bash's /dev/tcp against a server that answers HTTP/1.1 only when the Host is given
+    class Status(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            ok = self.headers.get("Host") and self.path == "/v1/models/tiny"
+            body = b'{"model_version_status": [{"state": "AVAILABLE"}]}' if ok else b"{}"
+            self.send_response(200 if ok else 400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        healthy = subprocess.run(["bash", "-c", healthcheck_script(["tiny"], port)], timeout=10)
+        unknown = subprocess.run(["bash", "-c", healthcheck_script(["other"], port)], timeout=10)
+    finally:
+        server.shutdown()
+    assert healthy.returncode == 0
+    assert unknown.returncode != 0
+
+
+@pytest.mark.parametrize("name", ["tfserving_two", "tfserving_batching"])
+def test_a_tfserving_container_has_no_periodic_check_that_its_counters_see(built, name):
+    # TF Serving counts every REST request, a status call's too: no check may run inside
+    assert built[name].container.healthcheck == {"test": ["NONE"]}
+    assert built[name].container.as_module_args()["healthcheck"] == {"test": ["NONE"]}
 
 
 # --- images -------------------------------------------------------------------------------
@@ -673,3 +721,78 @@ def test_official_images_are_pinned_refs(kind, repository):
     name, _, tag = pinned.rpartition(":")
     assert name == repository, pinned
     assert re.fullmatch(r"[\w][\w.-]*", tag) and tag != "latest", f"{pinned}: not pinned"
+
+
+# --- OVMS on a GPU --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "on_gpu"),
+    [
+        ("GPU", True),
+        ("GPU.1", True),
+        ("AUTO:GPU,CPU", True),
+        ("HETERO:GPU,CPU", True),
+        ("MULTI:CPU,GPU.0", True),
+        ("CPU", False),
+        ("AUTO", False),
+        ("AUTO:CPU", False),
+        ("NPU", False),
+    ],
+)
+def test_a_target_device_naming_the_gpu_runs_ovms_on_the_gpu(tmp_path, device, on_gpu):
+    case = replace(CASES["ovms_one_plain"], target_device=device)
+    settings = replace(_settings(case, tmp_path), render_gid=109)
+    args = docker_container(settings).as_module_args()
+    image = image_for(settings, "openvino/model_server:2025.2")
+    if on_gpu:
+        assert args["devices"] == ["/dev/dri:/dev/dri"]
+        assert args["groups"] == ["109"], "the render group's id, for the render nodes"
+        assert image == "openvino/model_server:2025.2-gpu"
+        # the device reaches OVMS itself, not only the container
+        assert _ovms_flags(args["command"])["target_device"] == device
+    else:
+        assert "devices" not in args and "groups" not in args
+        assert image == "openvino/model_server:2025.2"
+
+
+def test_the_gpu_image_keeps_a_given_gpu_tag_and_the_role_hands_the_render_gid_over(tmp_path):
+    case = replace(CASES["ovms_one_plain"], target_device="GPU")
+    role_vars = {**_role_variables(case, tmp_path), "render_gid": "44"}
+    settings = ServerSettings.from_role(role_vars)
+    assert settings.render_gid == 44
+    assert image_for(settings, "mirror:5000/ovms:2025.2-gpu") == "mirror:5000/ovms:2025.2-gpu"
+    assert image_for(settings, "mirror:5000/ovms") == "mirror:5000/ovms:latest-gpu"
+    # refserver and TF Serving never run OVMS' GPU build, whatever the device says
+    for name in ("ref_openvino_two", "tfserving_two"):
+        other = replace(_settings(replace(CASES[name], target_device="GPU"), tmp_path))
+        assert not other.on_gpu
+        assert "devices" not in docker_container(other).as_module_args()
+
+
+# --- provenance ---------------------------------------------------------------------------
+
+
+def test_each_program_is_asked_its_version_the_way_it_answers():
+    image, user = "img:1", "65534:65534"
+    ovms = version_command("ovms", "docker", image, "/venv", user)
+    assert ovms == [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        user,
+        image,
+        "--version",
+    ]
+    # TF Serving's image starts a script that adds its flags: its binary answers alone
+    tfs = version_command("tfserving", "docker", image, "/venv", user)
+    assert tfs[-4:] == ["--entrypoint", "tensorflow_model_server", image, "--version"]
+    native = version_command("ref-openvino", "native", "", "/venv", user)
+    assert native == ["/venv/bin/servelab-refserver", "--version"]
+    # refserver's own parser answers --version before it asks for its other flags
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,13 @@ def test_a_dead_server_is_reported_at_once_not_after_the_timeout(tmp_path: Path)
     assert result.returncode == 1
     assert "is not running" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_container_that_does_not_run_is_reported_at_once():
+    if shutil.which("docker") is None:
+        pytest.skip("docker is not installed")
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(NotAvailable, match="container servelab-no-such-container is not running"):
+        wait_available(url, ["tiny"], timeout_s=60, container="servelab-no-such-container")
+    assert time.monotonic() - started < 30, "gave up at once, not after the timeout"

@@ -44,21 +44,28 @@ def command(
 
 
 def playbook(
-    name: str, state: Path, results: Path, *extra: str, plan: Path | None = SMOKE
+    name: str,
+    state: Path | None,
+    results: Path,
+    *extra: str,
+    plan: Path | None = SMOKE,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook on this checkout; plan None leaves the plan to the inventory."""
+    """ansible-playbook on this checkout; plan None leaves the plan to the inventory, state
+    None the state directory to the lab's default."""
     plan_vars = ["-e", f"servelab_plan_file={plan}"] if plan else []
+    state_vars = ["-e", f"servelab_state_dir={state}"] if state else []
     return command(
         "ansible-playbook",
         name,
         *plan_vars,
-        "-e",
-        f"servelab_state_dir={state}",
+        *state_vars,
         "-e",
         f"servelab_results_dir={results}",
         "-e",
         '{"model_repository_ceiling_duration_s": 2}',
         *extra,
+        extra_env=extra_env,
     )
 
 

@@ -14,6 +14,8 @@ from servelab.controller.server_commands import (
     ServerSettings,
     config_files,
     docker_container,
+    image_for,
+    version_command,
 )
 
 
@@ -44,6 +46,23 @@ def servelab_config_files(settings: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def servelab_server_image(settings: dict[str, Any], image: str) -> str:
+    """The image the kind runs with these settings (OVMS on a GPU: its `-gpu` build)."""
+    return image_for(ServerSettings.from_role(settings), image)
+
+
+def servelab_on_gpu(settings: dict[str, Any]) -> bool:
+    """Whether the kind's target device needs the host's GPU (/dev/dri)."""
+    return ServerSettings.from_role(settings).on_gpu
+
+
+def servelab_version_command(
+    kind: str, runtime: str, image: str, venv: str, user: str
+) -> list[str]:
+    """The command that prints the kind's server version (OVMS', TF Serving's, refserver's)."""
+    return version_command(kind, runtime, image, venv, user)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -51,4 +70,7 @@ class FilterModule:
             "servelab_kinds_on_runtime": servelab_kinds_on_runtime,
             "servelab_docker_container": servelab_docker_container,
             "servelab_config_files": servelab_config_files,
+            "servelab_server_image": servelab_server_image,
+            "servelab_on_gpu": servelab_on_gpu,
+            "servelab_version_command": servelab_version_command,
         }
