@@ -136,3 +136,19 @@ def taskset_prefix(cpus: str) -> list[str]:
     """The command prefix that starts a program inside `cpus` (nothing when unpinned);
     the affinity is inherited by every thread and child the program makes."""
     return ["taskset", "--cpu-list", cpus] if cpus else []
+
+
+CPUSET_METRIC = "servelab_cpuset_cpu"
+
+
+def cpuset_metrics(sets: dict[str, str]) -> str:
+    """The node exporter's textfile of a host's sets: one series per CPU of each set,
+    {set="lab", cpu="0"} 1, in node_cpu_seconds_total's own cpu label."""
+    lines = [
+        f"# HELP {CPUSET_METRIC} A CPU of one of the lab's CPU sets on this host.",
+        f"# TYPE {CPUSET_METRIC} gauge",
+    ]
+    for name, text in sorted(sets.items()):
+        for cpu in sorted(parse_cpuset(text or "")):
+            lines.append(f'{CPUSET_METRIC}{{set="{name}",cpu="{cpu}"}} 1')
+    return "\n".join(lines) + "\n"

@@ -113,6 +113,10 @@ class CpuUse:
     server_cores: int | None
     client_cores: int | None
     shared_host: bool  # both platforms on one kernel: node CPU counts both
+    # the busy share of the lab's CPU set on the busiest client host (1.0: saturated), and
+    # how many CPUs that set has; absent before CPU sets, or when no set was published
+    lab_set: float | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    lab_set_cpus: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
 
 @dataclass
@@ -169,8 +173,6 @@ class PointResult:
     clients: dict[str, Any] = field(default_factory=dict)
     # the CPU set the in-process ceiling ran on ("" every CPU); absent before CPU sets
     in_process_cpus: str | None = field(default=None, metadata=WRITTEN_WHEN_SET)
-    # the busy share of the lab's CPU set over the window (1.0: saturated); absent before
-    lab_cpu_share: float | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
     @property
     def point(self) -> Point:

@@ -16,7 +16,10 @@ The rules (bounds from the plan's `validity`):
 - Prometheus' successful scrapes of each job (HAProxy, the node exporters, the
   server's own metrics) cover at least `min_scrape_coverage` of the window: across
   a longer gap its counts are guesses (a starved machine once left HAProxy's count
-  32% short with scrapes over 2.0 s of a 4-s window).
+  32% short with scrapes over 2.0 s of a 4-s window);
+- the lab's CPU set (servelab_lab_cpus) on every client host stayed below
+  LAB_SET_SATURATED busy: a saturated lab set means HAProxy, the pools or the
+  exporters set the pace, not the server.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from typing import Any
 
 from servelab.controller.plan import Validity, Window
 from servelab.controller.prometheus import ScrapeCoverage
+
+# The lab set's busy share at which the lab itself is the bottleneck: with some idle left
+# a closed loop still waits on the server; at this share the lab's processes queue.
+LAB_SET_SATURATED = 0.95
 
 
 @dataclass
@@ -79,6 +86,7 @@ def judge(
     client_cpu_source: str,
     stable: Stability | None,
     coverage: Sequence[ScrapeCoverage] = (),
+    lab_set: float | None = None,
 ) -> list[str]:
     """The reasons this point is invalid; an empty list is a valid point."""
     reasons: list[str] = []
@@ -120,6 +128,11 @@ def judge(
             f" (spread {stable.spread:.0%}, allowed {stable.allowed:.0%})"
         )
     reasons += coverage_reasons(coverage, bounds.min_scrape_coverage)
+    if lab_set is not None and lab_set >= LAB_SET_SATURATED:
+        reasons.append(
+            f"the lab's CPU set was {lab_set:.0%} busy: the lab's own processes, not the"
+            " server, were the limit"
+        )
     return reasons
 
 

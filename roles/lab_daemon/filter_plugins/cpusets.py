@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from servelab.controller.cpusets import cpuset_problems, default_split, host_cpus
+from servelab.controller.cpusets import (
+    cpuset_metrics,
+    cpuset_problems,
+    default_split,
+    host_cpus,
+)
 
 
 def servelab_cpu_split(online: str, cgroup: str = "") -> dict[str, Any]:
@@ -37,9 +42,15 @@ def servelab_cpuset_problems(
     )
 
 
+def servelab_cpuset_metrics(sets: dict[str, str]) -> str:
+    """The textfile collector's file of a host's sets ({server, lab})."""
+    return cpuset_metrics({str(k): str(v or "") for k, v in sets.items()})
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "servelab_cpu_split": servelab_cpu_split,
             "servelab_cpuset_problems": servelab_cpuset_problems,
+            "servelab_cpuset_metrics": servelab_cpuset_metrics,
         }
