@@ -48,6 +48,7 @@ from servelab.controller.results import (
     read_results,
 )
 from servelab.controller.trend import TrendSection, report_section
+from servelab.controller.validity import LAB_SET_SATURATED
 
 TEMPLATES_DIR = PROJECT_DIR / "templates"
 
@@ -519,6 +520,7 @@ def _context(
     return {
         "run": results,
         "dash": DASH,
+        "lab_saturated": LAB_SET_SATURATED,
         "counts": count_points(results.points),
         "baseline": baseline,
         "has_baseline": has_baseline,

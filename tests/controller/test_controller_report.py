@@ -481,6 +481,7 @@ def test_chromium_missing_skips_here_and_fails_in_ci(monkeypatch, tmp_path):
 
 def test_the_cpu_sets_stand_next_to_the_ceiling(tmp_path):
     pinned = {**point(OV, V1, 1, fps=60.0, in_process_fps=64.0), "in_process_cpus": "1"}
+    pinned["cpu"] = {**pinned["cpu"], "lab_set": 0.42, "lab_set_cpus": 1}
     document = run_document([pinned])
     host = {"name": "server", "cores": "2", "cpus": {"server": "1", "lab": "0"}}
     shared = {"name": "client", "cpus": {"server": "0-1", "lab": "1", "may_overlap": True}}
@@ -488,6 +489,7 @@ def test_the_cpu_sets_stand_next_to_the_ceiling(tmp_path):
     build_report(write_run(tmp_path / "run", document))
     text = (tmp_path / "run" / "report.md").read_text()
     assert "The in-process ceiling ran on CPUs 1." in text
+    assert "The lab set was at most 42% busy over 1 points (1 CPUs" in text
     assert "| server | server | 1 | 0 | none |" in text
     assert (
         "| client | client | 0-1 | 1 | allowed by the inventory: the lab may take the server's "
