@@ -178,7 +178,7 @@ def _numbers_as_floats(value: Any) -> Any:
 
 # Validity bounds added after runs entered histories: at their default they leave a plan's
 # hash as it was, so the runs before them stay comparable with the runs after.
-LATER_VALIDITY_FIELDS = ("min_scrape_coverage",)
+LATER_VALIDITY_FIELDS = ("min_scrape_coverage", "max_lab_cpu")
 
 
 def method_hash(plan: dict[str, Any]) -> str:

@@ -72,6 +72,8 @@ class Validity:
     max_clock_skew_ms: float
     # the share of the window each scrape job's successful scrapes must cover
     min_scrape_coverage: float
+    # the busy share of the lab's CPU set above which the lab itself was the limit
+    max_lab_cpu: float = 0.95
 
 
 DEFAULT_VALIDITY = Validity(
@@ -205,6 +207,7 @@ def _validity(data: dict[str, Any], path: Path) -> Validity:
         stability_intervals=_integer(merged, "stability_intervals", where, 2),
         max_clock_skew_ms=_number(merged, "max_clock_skew_ms", where, 0, 60_000),
         min_scrape_coverage=_number(merged, "min_scrape_coverage", where, 0, 1),
+        max_lab_cpu=_number(merged, "max_lab_cpu", where, 0.01, 1),
     )
 
 

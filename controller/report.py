@@ -48,7 +48,6 @@ from servelab.controller.results import (
     read_results,
 )
 from servelab.controller.trend import TrendSection, report_section
-from servelab.controller.validity import LAB_SET_SATURATED
 
 TEMPLATES_DIR = PROJECT_DIR / "templates"
 
@@ -520,7 +519,6 @@ def _context(
     return {
         "run": results,
         "dash": DASH,
-        "lab_saturated": LAB_SET_SATURATED,
         "counts": count_points(results.points),
         "baseline": baseline,
         "has_baseline": has_baseline,
@@ -549,6 +547,9 @@ def _context(
         "near_capacity": NEAR_CAPACITY,
         "max_clock_skew_ms": (results.plan.get("validity") or {}).get(
             "max_clock_skew_ms", DEFAULT_VALIDITY.max_clock_skew_ms
+        ),
+        "max_lab_cpu": (results.plan.get("validity") or {}).get(
+            "max_lab_cpu", DEFAULT_VALIDITY.max_lab_cpu
         ),
     }
 

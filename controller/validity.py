@@ -17,8 +17,8 @@ The rules (bounds from the plan's `validity`):
   server's own metrics) cover at least `min_scrape_coverage` of the window: across
   a longer gap its counts are guesses (a starved machine once left HAProxy's count
   32% short with scrapes over 2.0 s of a 4-s window);
-- the lab's CPU set (servelab_lab_cpus) on every client host stayed below
-  LAB_SET_SATURATED busy: a saturated lab set means HAProxy, the pools or the
+- the lab's CPU set (servelab_lab_cpus) on every client host was at most
+  `max_lab_cpu` busy: a saturated lab set means HAProxy, the pools or the
   exporters set the pace, not the server.
 """
 
@@ -31,10 +31,6 @@ from typing import Any
 
 from servelab.controller.plan import Validity, Window
 from servelab.controller.prometheus import ScrapeCoverage
-
-# The lab set's busy share at which the lab itself is the bottleneck: with some idle left
-# a closed loop still waits on the server; at this share the lab's processes queue.
-LAB_SET_SATURATED = 0.95
 
 
 @dataclass
@@ -128,10 +124,10 @@ def judge(
             f" (spread {stable.spread:.0%}, allowed {stable.allowed:.0%})"
         )
     reasons += coverage_reasons(coverage, bounds.min_scrape_coverage)
-    if lab_set is not None and lab_set >= LAB_SET_SATURATED:
+    if lab_set is not None and lab_set > bounds.max_lab_cpu:
         reasons.append(
-            f"the lab's CPU set was {lab_set:.0%} busy: the lab's own processes, not the"
-            " server, were the limit"
+            f"the lab's CPU set was {lab_set:.0%} busy, above the bound"
+            f" {bounds.max_lab_cpu:.0%}: the lab's own processes, not the server, were the limit"
         )
     return reasons
 

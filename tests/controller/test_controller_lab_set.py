@@ -4,14 +4,16 @@ saturated lab set makes the point invalid."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from servelab.controller.cpusets import cpuset_metrics
 from servelab.controller.metrics import lab_set_use
-from servelab.controller.plan import DEFAULT_VALIDITY
+from servelab.controller.plan import DEFAULT_VALIDITY, Validity
 from servelab.controller.plan import Window as PlanWindow
 from servelab.controller.prometheus import Window
-from servelab.controller.validity import LAB_SET_SATURATED, judge
+from servelab.controller.validity import judge
 
 WINDOW = Window(100.0, 110.0)
 
@@ -69,18 +71,21 @@ def test_the_textfile_names_every_cpu_of_each_set():
     assert text.count("servelab_cpuset_cpu{") == 3
 
 
-def _judge(lab_set: float | None) -> list[str]:
+def _judge(lab_set: float | None, bounds: Validity = DEFAULT_VALIDITY) -> list[str]:
     return judge(
-        bounds=DEFAULT_VALIDITY, window=PlanWindow(0, 10, 0), measured_window_s=10.0, requests=1000,
+        bounds=bounds, window=PlanWindow(0, 10, 0), measured_window_s=10.0, requests=1000,
         errors={}, verify_failures=0, concurrency=4, proxy_rate=(100.0, 8.0), client_cpu=0.2,
         client_cpu_source="node exporter", stable=None, lab_set=lab_set,
     )  # fmt: skip
 
 
 def test_a_saturated_lab_set_makes_the_point_invalid():
-    assert _judge(0.5) == [] and _judge(None) == []
-    [reason] = _judge(LAB_SET_SATURATED)
+    assert DEFAULT_VALIDITY.max_lab_cpu == 0.95
+    assert _judge(0.95) == [] and _judge(None) == []
+    [reason] = _judge(0.99)
     assert reason == (
-        f"the lab's CPU set was {LAB_SET_SATURATED:.0%} busy: the lab's own processes, not the "
+        "the lab's CPU set was 99% busy, above the bound 95%: the lab's own processes, not the "
         "server, were the limit"
     )
+    # a plan that checks the lab, not a server, may let the lab set fill up
+    assert _judge(1.0, replace(DEFAULT_VALIDITY, max_lab_cpu=1.0)) == []
