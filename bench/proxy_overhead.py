@@ -2,10 +2,15 @@
 
 A refserver (OpenVINO runtime) serves the model; HAProxy runs as the
 load_balancer role provisions it (ansible-playbook on this machine, a scratch
-state directory, free loopback ports), twice:
+state directory, free loopback ports), once per variant:
 
   tuned     the role's defaults (tune.bufsize 262144, tune.h2.initial-window-size 16777216)
   defaults  HAProxy's own defaults (tune.bufsize 16384, tune.h2.initial-window-size 65535)
+  and the tuned config with one more setting each (--variants all): a 1 MiB buffer,
+  1 MiB HTTP/2 frames, 4 MiB socket buffers, option http-buffer-request, 2 threads.
+
+The server runs on the server's CPU set, HAProxy and the client on the lab's
+(--server-cpus, --lab-cpus; default this machine's split, as inventory/local.yml's).
 
 Then one client sends --requests sequential Predict calls with the same
 pre-serialized request (~19 MB: `tiny` at batch 1600, or resnet_v1_50 at batch
@@ -14,7 +19,7 @@ that visit the targets in a fresh random order, so that a slow spell of the
 machine hits every variant alike. It prints the median and p90 of each and what
 the proxy adds to the direct median.
 
-Budget: the tuned proxy adds at most --max-added (default 25%) to the direct
+Budget: the tuned proxy adds at most --max-added (default 5%) to the direct
 median. Exit 0 within it, 1 over it or when a call failed or answered wrong.
 
     .venv/bin/python -m bench.proxy_overhead
@@ -44,9 +49,11 @@ import grpc
 import numpy as np
 import yaml
 
+from servelab.controller.cpusets import CpusetError, format_cpuset
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
 from servelab.wire.tensors import to_ndarray, to_tensor_proto
+from tests.support.affinity import bench_split, on_cpus
 from tests.support.refserver import running_refserver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +64,26 @@ BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 
 # The role's variables per proxied variant; everything else is the role's default.
-VARIANTS: dict[str, dict[str, int]] = {
+VARIANTS: dict[str, dict[str, object]] = {
     "tuned": {},
     "defaults": {"load_balancer_bufsize": 16384, "load_balancer_h2_initial_window_size": 65535},
+}
+# Each one setting on top of the tuned config, to see what it changes.
+MORE_VARIANTS: dict[str, dict[str, object]] = {
+    "buf1m": {"load_balancer_bufsize": 1048576},
+    "frame1m": {
+        "load_balancer_bufsize": 1048576,
+        "load_balancer_tunes": {"tune.h2.max-frame-size": 1048576},
+    },
+    "sockbuf4m": {
+        "load_balancer_tunes": {
+            f"tune.{way}.{side}": 4194304
+            for way in ("rcvbuf", "sndbuf")
+            for side in ("client", "server")
+        }
+    },
+    "bufreq": {"load_balancer_http_buffer_request": True},
+    "threads2": {"load_balancer_nbthread": 2},
 }
 
 
@@ -140,17 +164,20 @@ def _role_plays(instances: dict[str, dict], state: str) -> list[dict]:
 
 
 @contextlib.contextmanager
-def proxies(server_port: int, scratch: Path) -> Iterator[dict[str, str]]:
-    """One HAProxy per variant, provisioned by the role; variant -> frontend target."""
+def proxies(
+    server_port: int, scratch: Path, variants: dict[str, dict[str, object]], cpus: str
+) -> Iterator[dict[str, str]]:
+    """One HAProxy per variant, provisioned by the role on `cpus`; variant -> its target."""
     instances: dict[str, dict] = {}
     targets: dict[str, str] = {}
-    for variant, tuning in VARIANTS.items():
+    for variant, tuning in variants.items():
         exporter, frontend = free_ports(2)
         instances[variant] = {
             "load_balancer_state_dir": str(scratch / variant),
             "load_balancer_bind_address": LOOPBACK,
             "load_balancer_exporter_port": exporter,
             "load_balancer_client_concurrency": 1,
+            "load_balancer_cpus": cpus,
             "load_balancer_frontends": [
                 {"name": "refserver", "port": frontend, "server_address": LOOPBACK,
                  "server_port": server_port},
@@ -167,7 +194,8 @@ def proxies(server_port: int, scratch: Path) -> Iterator[dict[str, str]]:
 
 def _config_lines(scratch: Path, variant: str) -> list[str]:
     text = (scratch / variant / "haproxy.cfg").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("tune.")]
+    wanted = ("tune.", "nbthread", "option http-buffer-request")
+    return [line.strip() for line in text.splitlines() if line.strip().startswith(wanted)]
 
 
 def measure(
@@ -236,14 +264,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-added",
         type=float,
-        default=0.25,
+        default=0.05,
         help="budget: what the tuned proxy may add, as a fraction of the direct median",
     )
+    parser.add_argument(
+        "--variants",
+        choices=("base", "all"),
+        default="all",
+        help="base: tuned and HAProxy's defaults; all: and each further setting alone",
+    )
+    parser.add_argument("--server-cpus", default="", help="cpuset of the server (default split)")
+    parser.add_argument("--lab-cpus", default="", help="cpuset of HAProxy and the client")
     parser.add_argument("--seed", type=int, default=0, help="of the rounds' order")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.requests < 1 or args.warmup < 0 or args.max_added < 0:
         parser.error("--batch and --requests must be >= 1, --warmup and --max-added >= 0")
 
+    try:
+        server_cpus, lab_cpus = bench_split(args.server_cpus, args.lab_cpus)
+    except CpusetError as exc:
+        parser.error(str(exc))
+    variants = VARIANTS | (MORE_VARIANTS if args.variants == "all" else {})
     repo = args.repo.expanduser()
     golden = np.load(ensure_model(repo, args.model))
     rows = np.arange(args.batch) % len(golden["inputs"])
@@ -256,15 +297,16 @@ def main(argv: list[str] | None = None) -> int:
         f"# {args.model} batch {args.batch}: request {len(payload) / 1e6:.1f} MB; "
         f"{args.requests} sequential calls per target after {args.warmup} untimed; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}",
+        f"load average {os.getloadavg()[0]:.2f}; server on CPUs {format_cpuset(server_cpus)}, "
+        f"HAProxy and the client on {format_cpuset(lab_cpus)}",
         flush=True,
     )
-    with (
-        running_refserver("openvino", repo, args.model) as server,
-        tempfile.TemporaryDirectory(prefix="proxy-overhead-") as scratch_dir,
-    ):
-        scratch = Path(scratch_dir)
-        with proxies(server.grpc_port, scratch) as proxied:
+    os.sched_setaffinity(0, lab_cpus)  # the client; the server is started on its own set
+    with contextlib.ExitStack() as stack:
+        with on_cpus(server_cpus):
+            server = stack.enter_context(running_refserver("openvino", repo, args.model))
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxy-overhead-")))
+        with proxies(server.grpc_port, scratch, variants, format_cpuset(lab_cpus)) as proxied:
             for variant in proxied:
                 print(f"  {variant:<9} {' '.join(_config_lines(scratch, variant))}", flush=True)
             targets = {"direct": server.target, **proxied}

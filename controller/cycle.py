@@ -208,6 +208,7 @@ class PointCycle:
             else None,
             client_cpu=client_cpu,
             client_cpu_source=source,
+            lab_set=cpu.lab_set if cpu else None,
             stable=stable,
             coverage=seen.coverage,
             frequency=seen.frequency,

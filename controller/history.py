@@ -200,6 +200,7 @@ LATER_VALIDITY_FIELDS = (
     "max_ci_halfwidth",
     "min_requests",
     "max_frequency_change",
+    "max_lab_cpu",
 )
 
 

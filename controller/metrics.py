@@ -11,6 +11,7 @@ returned are results.json's own (controller/results.py).
 
 from __future__ import annotations
 
+from servelab.controller.cpusets import CPUSET_METRIC
 from servelab.controller.kinds import server_kind
 from servelab.controller.prometheus import (
     PrometheusAPI,
@@ -209,6 +210,40 @@ def _platform_cpu(api: PrometheusAPI, platform: str, window: Window) -> tuple[fl
     return 1.0 - idle / total, len(cores)
 
 
+def lab_set_use(api: PrometheusAPI, window: Window) -> tuple[float, int] | None:
+    """(busy fraction, CPUs) of the lab's CPU set on the busiest client host: the CPUs
+    each node exporter publishes as servelab_cpuset_cpu{set="lab"} (the node exporter
+    role's textfile), their node_cpu_seconds_total over the window."""
+    published = api.instant(
+        _selector(CPUSET_METRIC, 'job="node"', 'platform="client"', 'set="lab"'),
+        window.end_epoch,
+    )
+    lab = {(labels.get("instance", ""), labels.get("cpu", "")) for labels, _ in published}
+    if not lab:
+        return None
+    series = api.raw(
+        _selector("node_cpu_seconds_total", 'job="node"', 'platform="client"'),
+        window.start_epoch - MARGIN_S,
+        window.end_epoch + MARGIN_S,
+    )
+    spent: dict[str, list[float]] = {}  # instance -> [total, idle]
+    for labels, samples in series:
+        where = (labels.get("instance", ""), labels.get("cpu", ""))
+        increase = counter_increase(samples, window) if where in lab else None
+        if increase is None:
+            continue
+        totals = spent.setdefault(where[0], [0.0, 0.0])
+        totals[0] += increase
+        if labels.get("mode") in ("idle", "iowait"):
+            totals[1] += increase
+    busy = [
+        (1.0 - idle / total, sum(1 for instance, _ in lab if instance == host))
+        for host, (total, idle) in spent.items()
+        if total > 0
+    ]
+    return max(busy) if busy else None
+
+
 def cpu_use(
     api: PrometheusAPI,
     window: Window,
@@ -228,6 +263,7 @@ def cpu_use(
     source = "pools" if client_pool is not None else None
     if pools and client and client[1]:
         client_pool, source = sum(pools) / client[1], "process exporter"
+    lab = lab_set_use(api, window)
     # One kernel under both platforms (one machine, or hosts made of namespaces): the
     # node exporters count the same CPUs, so only the pools' own share tells them apart.
     nodenames = {
@@ -248,6 +284,8 @@ def cpu_use(
         client_cores=client[1] if client else None,
         shared_host=bool(nodenames["server"] & nodenames["client"]),
         client_pool_source=source,
+        lab_set=lab[0] if lab else None,
+        lab_set_cpus=lab[1] if lab else None,
     )
 
 

@@ -92,6 +92,8 @@ class Validity:
     min_requests: int = 100
     # how far a host's CPU frequency may move inside a window, (max - min) / max
     max_frequency_change: float = 0.05
+    # the busy share of the lab's CPU set above which the lab itself was the limit
+    max_lab_cpu: float = 0.95
 
 
 DEFAULT_VALIDITY = Validity(
@@ -239,6 +241,7 @@ def _validity(data: dict[str, Any], path: Path) -> Validity:
         max_ci_halfwidth=_number(merged, "max_ci_halfwidth", where, 0.001, 1),
         min_requests=_integer(merged, "min_requests", where, 1),
         max_frequency_change=_number(merged, "max_frequency_change", where, 0, 1),
+        max_lab_cpu=_number(merged, "max_lab_cpu", where, 0.01, 1),
     )
 
 

@@ -763,6 +763,9 @@ def _context(
         "max_clock_skew_ms": (results.plan.get("validity") or {}).get(
             "max_clock_skew_ms", DEFAULT_VALIDITY.max_clock_skew_ms
         ),
+        "max_lab_cpu": (results.plan.get("validity") or {}).get(
+            "max_lab_cpu", DEFAULT_VALIDITY.max_lab_cpu
+        ),
     }
 
 

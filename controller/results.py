@@ -135,6 +135,10 @@ class CpuUse:
     # where client_pool comes from: "process exporter" (servelab-load's group) or "pools"
     # (their own summaries); absent from points measured before the exporter
     client_pool_source: str | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    # the busy share of the lab's CPU set on the busiest client host (1.0: saturated), and
+    # how many CPUs that set has; absent before CPU sets, or when no set was published
+    lab_set: float | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    lab_set_cpus: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
 
 @dataclass
@@ -219,6 +223,8 @@ class PointResult:
     # each lab program's CPU and peak memory per host (process exporter); absent from
     # points measured before the lab ran one
     programs: list[ProgramUse] | None = field(default=None, metadata=WRITTEN_WHEN_SET)
+    # the CPU set the in-process ceiling ran on ("" every CPU); absent before CPU sets
+    in_process_cpus: str | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
     @property
     def point(self) -> Point:
@@ -315,6 +321,7 @@ def from_clients(
     if point.server in OPENVINO_KINDS:
         record = (ceiling or {}).get((point.model, point.batch))
         result.in_process_fps = record.throughput_fps if record else None
+        result.in_process_cpus = record.cpus if record else None
     result.clients = summaries
     if not summaries:
         return result
@@ -392,6 +399,9 @@ class HostRecord:
     device: str | None = None  # the interface that holds it
     link_mbps: float | None = None
     link_from: str | None = None  # who told the link's speed: the host or the inventory
+    server_cpus: str | None = None  # the model server's CPU set ("" unpinned; None: not told)
+    lab_cpus: str | None = None  # the lab's CPU set on this host
+    cpus_may_overlap: bool | None = None  # the inventory let the two sets share CPUs
 
 
 # ---------------------------------------------------------------------------
@@ -577,6 +587,7 @@ def _host_records(run: RunInfo) -> tuple[HostRecord, ...]:
 
             link = read_value(dict[str, Any] | None, entry.get("network"), f"{where}.network")
             at = f"{where}.network"
+            cpus = read_value(dict[str, Any] | None, entry.get("cpus"), f"{where}.cpus")
             records.append(
                 HostRecord(
                     platform=str(platform),
@@ -591,6 +602,9 @@ def _host_records(run: RunInfo) -> tuple[HostRecord, ...]:
                     device=text(link, "device", at) if link else None,
                     link_mbps=_digits(link.get("speed_mbps"), f"{at}.speed_mbps") if link else None,
                     link_from=text(link, "speed_from", at) if link else None,
+                    server_cpus=text(cpus, "server", f"{where}.cpus") if cpus else None,
+                    lab_cpus=text(cpus, "lab", f"{where}.cpus") if cpus else None,
+                    cpus_may_overlap=bool(cpus.get("may_overlap")) if cpus else None,
                 )
             )
     return tuple(records)

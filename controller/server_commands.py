@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from servelab.controller.cpusets import parse_cpuset
 from servelab.controller.kinds import ServerKind, server_kind
 
 # Inside the container the repository and the configs are mounted read-only here, so the
@@ -177,7 +178,19 @@ def _tensorflow_model_server(settings: ServerSettings) -> list[str]:
             "--enable_batching=true",
             f"--batching_parameters_file={CONTAINER_CONFIG}/{TFS_BATCHING_CONFIG}",
         ]
-    return command
+    return command + _tfs_thread_flags(settings)
+
+
+def _tfs_thread_flags(settings: ServerSettings) -> list[str]:
+    # TensorFlow's thread pools sized to the server's CPU set, not to the host's cores it
+    # may not use: as many threads per op, and ops at once, as the set has CPUs.
+    cores = len(parse_cpuset(settings.cpuset))
+    if not cores:
+        return []
+    return [
+        f"--tensorflow_intra_op_parallelism={cores}",
+        f"--tensorflow_inter_op_parallelism={cores}",
+    ]
 
 
 def _refserver(settings: ServerSettings) -> list[str]:

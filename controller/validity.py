@@ -24,7 +24,10 @@ The rules (bounds from the plan's `validity`):
 - Prometheus' successful scrapes of each job (HAProxy, the node exporters, the
   server's own metrics) cover at least `min_scrape_coverage` of the window: across
   a longer gap its counts are guesses (a starved machine once left HAProxy's count
-  32% short with scrapes over 2.0 s of a 4-s window).
+  32% short with scrapes over 2.0 s of a 4-s window);
+- the lab's CPU set (servelab_lab_cpus) on every client host was at most
+  `max_lab_cpu` busy: a saturated lab set means HAProxy, the pools or the
+  exporters set the pace, not the server.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def judge(
     stable: Stability | None,
     coverage: Sequence[ScrapeCoverage] = (),
     frequency: Sequence[Any] = (),
+    lab_set: float | None = None,
 ) -> list[str]:
     """The reasons this point is invalid; an empty list is a valid point."""
     reasons: list[str] = []
@@ -153,6 +157,11 @@ def judge(
         )
     reasons += coverage_reasons(coverage, bounds.min_scrape_coverage)
     reasons += frequency_reasons(frequency, bounds.max_frequency_change)
+    if lab_set is not None and lab_set > bounds.max_lab_cpu:
+        reasons.append(
+            f"the lab's CPU set was {lab_set:.0%} busy, above the bound"
+            f" {bounds.max_lab_cpu:.0%}: the lab's own processes, not the server, were the limit"
+        )
     return reasons
 
 

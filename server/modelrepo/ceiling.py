@@ -1,8 +1,12 @@
 """The in-process ceiling: OpenVINO's own throughput per (model, batch), no server in between.
 
-Measured with OpenVINO's `benchmark_app` (throughput hint, static batch shape);
-if that tool is missing or fails, with an AsyncInferQueue in this process, and
+Measured with OpenVINO's `benchmark_app` (the server's performance hint, static batch
+shape); if that tool is missing or fails, with an AsyncInferQueue in this process, and
 the record says which. Throughput is in frames per second (inferences x batch).
+
+Given the server's CPU set, the measurement runs on exactly those CPUs (every thread of
+this process and benchmark_app inherit it), so that OpenVINO picks the streams and
+threads the server gets there; the record keeps the set.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from servelab.controller.cpusets import CpusetError, format_cpuset, parse_cpuset
 from servelab.server.modelrepo.errors import ModelRepoError, ModelRepoInputError
 from servelab.server.modelrepo.manifest import load_manifest
 
@@ -61,6 +66,7 @@ class CeilingRecord:
     cpu_physical_cores: int | None
     spec_hash: str  # the model build this was measured on
     measured_at: str  # ISO 8601, UTC
+    cpus: str = ""  # the CPU set it ran on (the server's); "": every CPU, records before sets
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CeilingRecord:
@@ -131,15 +137,27 @@ def measure_ceiling(
     duration_s: int = 10,
     missing_only: bool = False,
     method: str = "auto",
+    cpus: str = "",
+    performance_hint: str = "THROUGHPUT",
+    streams: int = 0,
     log: Log = _quiet,
 ) -> CeilingReport:
     """Measure every (model, batch) and merge the records into REPO/ceiling.json.
 
     With `missing_only`, pairs that already have a record for the model's current
-    build (same spec hash) are skipped. `method` is "auto" (benchmark_app, else the
-    in-process queue), "benchmark_app" or "async_infer_queue".
+    build (same spec hash) on the same CPU set are skipped. `method` is "auto"
+    (benchmark_app, else the in-process queue), "benchmark_app" or "async_infer_queue".
+    `cpus` (a cpuset, the server's) pins the measurement; `performance_hint` and
+    `streams` (NUM_STREAMS, 0: the hint chooses) are the server's.
     """
     root = Path(repo)
+    if performance_hint not in PERFORMANCE_HINTS:
+        raise ModelRepoInputError(
+            f"unknown performance hint {performance_hint!r}; use {', '.join(PERFORMANCE_HINTS)}"
+        )
+    if streams < 0:
+        raise ModelRepoInputError(f"streams {streams} is negative; 0 lets the hint choose")
+    cpus = _pin(cpus)
     if method not in ("auto", METHOD_BENCHMARK_APP, METHOD_ASYNC_QUEUE):
         raise ModelRepoInputError(
             f"unknown method {method!r}; use auto, {METHOD_BENCHMARK_APP} or {METHOD_ASYNC_QUEUE}"
@@ -164,16 +182,58 @@ def measure_ceiling(
     for model, xml, digest, spec in targets:
         for batch in dict.fromkeys(batches):
             current = records.get((model, batch))
-            if missing_only and current is not None and current.spec_hash == digest:
+            if (
+                missing_only
+                and current is not None
+                and current.spec_hash == digest
+                and current.cpus == cpus
+            ):
                 report.skipped.append((model, batch))
                 continue
-            log(f"{model}: measuring batch {batch} for {duration_s} s")
+            where = f" on CPUs {cpus}" if cpus else ""
+            log(f"{model}: measuring batch {batch} for {duration_s} s{where}")
             shape = _static_shape(spec, batch, xml)
-            record = _measure(model, xml, batch, shape, duration_s, digest, method)
+            tuning = Tuning(performance_hint, streams)
+            record = _measure(model, xml, batch, shape, duration_s, digest, method, tuning)
+            record = replace(record, cpus=cpus)
             records[(model, batch)] = record
             _save_ceiling(root, records)
             report.records.append(record)
     return report
+
+
+PERFORMANCE_HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The server's OpenVINO settings the ceiling is measured with."""
+
+    performance_hint: str = "THROUGHPUT"
+    streams: int = 0  # NUM_STREAMS; 0: the hint chooses
+
+    def properties(self) -> dict[str, Any]:
+        chosen: dict[str, Any] = {"PERFORMANCE_HINT": self.performance_hint}
+        if self.streams > 0:
+            chosen["NUM_STREAMS"] = self.streams
+        return chosen
+
+
+def _pin(cpus: str) -> str:
+    """Move every thread of this process onto `cpus` (threads and programs started later
+    inherit it) and return the set as the kernel gives it back; "" leaves it alone."""
+    if not cpus:
+        return ""
+    try:
+        wanted = parse_cpuset(cpus)
+    except CpusetError as exc:
+        raise ModelRepoInputError(f"--cpus: {exc}") from None
+    try:
+        for thread in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(thread), wanted)
+    except OSError as exc:
+        raise ModelRepoInputError(f"cannot run on CPUs {cpus}: {exc}") from None
+    return format_cpuset(os.sched_getaffinity(0))
 
 
 def _static_shape(spec: dict[str, Any], batch: int, xml: Path) -> tuple[str, list[int]]:
@@ -196,13 +256,16 @@ def _measure(
     duration_s: int,
     digest: str,
     method: str,
+    tuning: Tuning,
 ) -> CeilingRecord:
     note = ""
     if method in ("auto", METHOD_BENCHMARK_APP):
         tool = _benchmark_app()
         if tool is not None:
             try:
-                return _with_benchmark_app(tool, model, xml, batch, shape, duration_s, digest)
+                return _with_benchmark_app(
+                    tool, model, xml, batch, shape, duration_s, digest, tuning
+                )
             except ModelRepoError as exc:
                 if method == METHOD_BENCHMARK_APP:
                     raise
@@ -214,7 +277,7 @@ def _measure(
             )
         else:
             note = "benchmark_app not found beside this Python or on PATH"
-    record = _with_async_queue(model, xml, batch, shape, duration_s, digest)
+    record = _with_async_queue(model, xml, batch, shape, duration_s, digest, tuning)
     return _replace_note(record, note)
 
 
@@ -240,8 +303,10 @@ def _with_benchmark_app(
     shape: tuple[str, list[int]],
     duration_s: int,
     digest: str,
+    tuning: Tuning,
 ) -> CeilingRecord:
     name, dims = shape
+    streams = ["-nstreams", str(tuning.streams)] if tuning.streams > 0 else []
     with tempfile.TemporaryDirectory(prefix="servelab-ceiling-") as report_dir:
         command = [
             str(tool),
@@ -250,7 +315,8 @@ def _with_benchmark_app(
             "-d",
             "CPU",
             "-hint",
-            "throughput",
+            tuning.performance_hint.lower(),
+            *streams,
             "-shape",
             f"{name}[{','.join(map(str, dims))}]",
             "-t",
@@ -299,7 +365,7 @@ def _with_benchmark_app(
         requested_duration_s=duration_s,
         nstreams=_int_or_none(config.get("NUM_STREAMS")),
         nireq=_int_or_none(setup.get("number of parallel infer requests")),
-        performance_hint=config.get("PERFORMANCE_HINT", "THROUGHPUT"),
+        performance_hint=config.get("PERFORMANCE_HINT", tuning.performance_hint),
         inference_precision=_precision_name(config.get("INFERENCE_PRECISION_HINT", "")),
         method=METHOD_BENCHMARK_APP,
         method_note="",
@@ -342,6 +408,7 @@ def _with_async_queue(
     shape: tuple[str, list[int]],
     duration_s: int,
     digest: str,
+    tuning: Tuning,
 ) -> CeilingRecord:
     import numpy as np
     import openvino as ov
@@ -350,7 +417,7 @@ def _with_async_queue(
     core = ov.Core()
     network = core.read_model(str(xml))
     network.reshape({name: ov.PartialShape(dims)})
-    compiled = core.compile_model(network, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    compiled = core.compile_model(network, "CPU", tuning.properties())
     nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     nstreams = _int_or_none(compiled.get_property("NUM_STREAMS"))
     precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
@@ -392,7 +459,7 @@ def _with_async_queue(
         requested_duration_s=duration_s,
         nstreams=nstreams,
         nireq=nireq,
-        performance_hint="THROUGHPUT",
+        performance_hint=tuning.performance_hint,
         inference_precision=precision,
         method=METHOD_ASYNC_QUEUE,
         method_note="",

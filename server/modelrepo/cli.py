@@ -57,6 +57,25 @@ def register(groups: Any) -> None:
         action="store_true",
         help="measure only (model, batch) pairs not yet in ceiling.json",
     )
+    ceiling.add_argument(
+        "--cpus",
+        default="",
+        metavar="CPUSET",
+        help="run on exactly these CPUs (the server's set, e.g. 1-7); default: every CPU",
+    )
+    ceiling.add_argument(
+        "--performance-hint",
+        default="THROUGHPUT",
+        choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
+        help="OpenVINO's performance hint, the server's (default THROUGHPUT)",
+    )
+    ceiling.add_argument(
+        "--streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="OpenVINO's NUM_STREAMS, the server's; 0 (default) lets the hint choose",
+    )
     _json_flag(ceiling)
     ceiling.set_defaults(handler=_ceiling)
 
@@ -148,6 +167,9 @@ def _ceiling(args: argparse.Namespace) -> int:
         args.batches,
         duration_s=args.duration,
         missing_only=args.missing_only,
+        cpus=args.cpus,
+        performance_hint=args.performance_hint,
+        streams=args.streams,
         log=_progress,
     )
     if args.json:
@@ -156,7 +178,9 @@ def _ceiling(args: argparse.Namespace) -> int:
         for record in report.records:
             print(
                 f"{record.model:<16} batch {record.batch:<3} {record.throughput_fps:10.1f} fps "
-                f"(mean latency {record.latency_mean_ms:.1f} ms, {record.method})"
+                f"(mean latency {record.latency_mean_ms:.1f} ms, {record.method}, "
+                f"{record.nstreams} streams, CPUs {record.cpus or 'all'}, "
+                f"{record.iterations} inferences)"
             )
         for model, batch in report.skipped:
             print(f"{model:<16} batch {batch:<3} already measured")

@@ -532,3 +532,27 @@ def test_chromium_missing_skips_here_and_fails_in_ci(monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="Chromium is required in CI"):
         chromium.require_chromium()
+
+
+def test_the_cpu_sets_stand_next_to_the_ceiling(tmp_path):
+    pinned = {**point(OV, V1, 1, fps=60.0, in_process_fps=64.0), "in_process_cpus": "1"}
+    pinned["cpu"] = {**pinned["cpu"], "lab_set": 0.42, "lab_set_cpus": 1}
+    document = run_document([pinned])
+    host = {"name": "server", "cores": "2", "cpus": {"server": "1", "lab": "0"}}
+    shared = {"name": "client", "cpus": {"server": "0-1", "lab": "1", "may_overlap": True}}
+    document["run"]["hosts"] = {"server": [host], "client": [shared]}
+    build_report(write_run(tmp_path / "run", document))
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "The in-process ceiling ran on CPUs 1." in text
+    assert "The lab set was at most 42% busy over 1 points (1 CPUs" in text
+    assert "| server | server | 1 | 0 | none |" in text
+    assert (
+        "| client | client | 0-1 | 1 | allowed by the inventory: the lab may take the server's "
+        "time |"
+    ) in text
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "The\nin-process ceiling ran on CPUs 1." in html
+
+
+def test_a_run_before_cpu_sets_shows_no_cpu_sets(built):
+    assert "### CPU sets" not in (built[0] / "report.md").read_text()

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servelab.controller.cpusets import parse_cpuset
+from tests.support.affinity import thread_cpus
 from tests.support.lab import BIN, PROJECT, env, playbook, recap
 
 PROMETHEUS = "http://127.0.0.1:19090"
@@ -151,6 +153,51 @@ def test_the_report_agrees_with_results_json(lab):
     for name in ("results.csv", "report.html"):
         assert (run_dir / name).stat().st_size > 0
     assert list((run_dir / "charts").glob("*.png"))
+
+
+def _with_children(pid: int) -> list[int]:
+    """The process and its descendants (HAProxy's master forks its worker)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    family, grown = {pid}, True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in family}
+        grown = not children <= family
+        family |= children
+    return sorted(family)
+
+
+def test_the_server_and_the_lab_run_inside_their_cpu_sets(lab):
+    """Every thread of the model server the run left up on the server set, every thread
+    of HAProxy, Prometheus and the node exporter on the lab set: the local inventory's
+    split of this machine, as results.json records it."""
+    state, results, run = lab
+    assert run.returncode == 0, run.stdout[-3000:]
+    document = _document(results)
+    sets = document["run"]["hosts"]["server"][0]["cpus"]
+    assert sets["server"] and sets["lab"], sets
+    assert document["run"]["hosts"]["client"][0]["cpus"] == sets
+    expected = {"server": parse_cpuset(sets["server"]), "lab": parse_cpuset(sets["lab"])}
+    assert not expected["server"] & expected["lab"]
+    seen: dict[str, int] = {}
+    for pidfile in sorted(state.glob("*/*.pid")):
+        side = "server" if pidfile.parent.name == "model_server" else "lab"
+        for pid in _with_children(int(pidfile.read_text())):
+            allowed = thread_cpus(pid)
+            assert set(allowed.values()) <= {expected[side]}, (pidfile.name, pid, allowed)
+            seen[pidfile.stem] = seen.get(pidfile.stem, 0) + len(allowed)
+    print(f"threads checked per daemon: {seen}")
+    assert {"haproxy", "prometheus", "node_exporter"} <= set(seen), seen
+    assert any(name.startswith("ref-") for name in seen), "the model server the run left up"
+    for point in document["points"]:
+        if point["server"] == "ref-openvino":
+            assert point["in_process_cpus"] == sets["server"], "the ceiling on the server's set"
+        assert point["cpu"]["lab_set_cpus"] == len(expected["lab"])
+        assert 0.0 <= point["cpu"]["lab_set"] <= 1.0
 
 
 @pytest.fixture(scope="module")

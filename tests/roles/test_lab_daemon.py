@@ -10,13 +10,16 @@ end of its log, and stopped leaves no process and no pidfile.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.affinity import some_cpu, thread_cpus
 from tests.support.refserver import free_port
 
 MODULE = Path(__file__).resolve().parents[2] / "roles" / "lab_daemon" / "library" / "lab_daemon.py"
@@ -147,3 +150,34 @@ def test_a_ready_command_that_fails_names_what_was_awaited(served: lab_daemon.Da
             ready_what="AVAILABLE", timeout_s=5, context="",
         )  # fmt: skip
     assert str(failure.value).startswith("the test daemon did not become AVAILABLE: model tiny")
+
+
+THREADS = (
+    "import threading, time; print('threads', flush=True); "
+    "[threading.Thread(target=time.sleep, args=(60,), daemon=True).start() for _ in range(3)]; "
+    "time.sleep(60)"
+)
+
+
+def test_a_pinned_daemon_and_every_thread_of_it_run_inside_its_cpus(tmp_path: Path):
+    cpu = some_cpu()
+    daemon = _daemon(tmp_path, "-c", THREADS)
+    daemon.cpus = str(cpu)
+    cmdline = str(tmp_path / "test.cmdline")
+    try:
+        lab_daemon.converge(daemon, "started", cmdline)
+        pid = _pid(daemon)
+        deadline = time.monotonic() + 10
+        while len(thread_cpus(pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        allowed = thread_cpus(pid)
+        assert len(allowed) == 4, f"the daemon's main thread and its 3 threads: {allowed}"
+        assert set(allowed.values()) == {frozenset({cpu})}
+        assert Path(cmdline).read_text().startswith(f"cpus={cpu}\n{sys.executable}\n")
+        # other CPUs restart it, as other arguments do
+        daemon.cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        restarted = lab_daemon.converge(daemon, "started", cmdline)
+        assert restarted.stopped and restarted.started
+        assert set(thread_cpus(_pid(daemon)).values()) == {frozenset(os.sched_getaffinity(0))}
+    finally:
+        lab_daemon.converge(daemon, "stopped")

@@ -22,6 +22,7 @@ import yaml
 from servelab.wire import api
 from servelab.wire import tfserving_pb2 as pb
 from servelab.wire.tensors import to_ndarray, to_tensor_proto
+from tests.support.affinity import some_cpu, thread_cpus
 from tests.support.haproxy import (
     BIN,
     LOOPBACK,
@@ -106,6 +107,7 @@ def balancer(
     """HAProxy provisioned by the role in front of the refserver; stopped at the end."""
     directory = tmp_path_factory.mktemp("load_balancer")
     variables = role_variables(directory / "state", refserver, client_concurrency=2)
+    variables["load_balancer_cpus"] = str(some_cpu())  # as the lab's CPU set would
     try:
         first = play(directory, variables)
         assert first.returncode == 0, first.output[-4000:]
@@ -148,6 +150,15 @@ def test_haproxy_counts_exactly_the_requests_the_pool_sent(
     answered = backend_responses(balancer.variables, "ref-openvino")
     assert answered["2xx"] - answered_before["2xx"] == proxied
     assert answered["5xx"] == answered_before["5xx"] == 0
+
+
+def test_haproxy_and_every_thread_of_it_run_inside_its_cpus(balancer: Balancer) -> None:
+    config = balancer.state_dir / "haproxy.cfg"
+    pids = lab_processes(config)
+    assert len(pids) >= 2, f"the master and its worker: {pids}"
+    allowed = {tid: cpus for pid in pids for tid, cpus in thread_cpus(pid).items()}
+    wanted = frozenset({int(balancer.variables["load_balancer_cpus"])})
+    assert set(allowed.values()) == {wanted}, allowed
 
 
 def test_a_second_run_changes_nothing(balancer: Balancer) -> None:

@@ -288,6 +288,7 @@ CASES = {
         Case("ovms_two_plain", "ovms", ("tiny", "small")),
         Case("tfserving_two", "tfserving", ("tiny", "small")),
         Case("tfserving_batching", "tfserving", ("tiny",), batching=True),
+        Case("tfserving_pinned", "tfserving", ("tiny",), cpuset="2-3,6"),
         Case("ref_openvino_two", "ref-openvino", ("tiny", "small"), nireq=3),
         Case("ref_tensorflow_one", "ref-tensorflow", ("tiny",)),
     )
@@ -568,6 +569,12 @@ def test_tfserving_command_uses_documented_flags(built, name):
         assert "batching_parameters_file" in flags
     else:
         assert not batching, "batching flags without model_server_tfserving_batching"
+    threads = {"tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"}
+    if case.cpuset:
+        # TensorFlow's pools as large as the server's set (2-3,6: three CPUs)
+        assert {name: flags[name] for name in threads} == dict.fromkeys(threads, "3")
+    else:
+        assert not threads & set(flags), "no set: TensorFlow sizes its pools itself"
 
 
 @pytest.mark.parametrize("name", TFS_CASES)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from servelab.controller.cpusets import format_cpuset
 from servelab.server.modelrepo.ceiling import load_ceiling, measure_ceiling
 
 
@@ -61,3 +62,34 @@ def test_fallback_queue_merges_with_existing_records(tiny_repo: Path, tmp_path: 
         second.iterations * 2 / second.duration_s, rel=1e-3
     )
     assert second.throughput_fps > 0
+
+
+def test_the_ceiling_runs_on_the_servers_cpus_and_a_new_set_measures_again(
+    tiny_repo: Path, tmp_path: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning to one CPU differs from all CPUs only with two or more")
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    cpu = max(os.sched_getaffinity(0))
+    every = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
+    def ceiling(cpus: str) -> dict:
+        command = [
+            sys.executable, "-m", "servelab.controller", "models", "ceiling", "--repo",
+            str(repo), "--models", "tiny", "--batches", "1", "--duration", "1",
+            "--missing-only", "--json", "--cpus", cpus,
+        ]  # fmt: skip
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert ceiling(str(cpu))["measured"] == ["tiny@1"]
+    pinned = load_ceiling(repo)[("tiny", 1)]
+    assert pinned.cpus == str(cpu)
+    # OpenVINO sized itself to the one CPU it was given, as the pinned server does
+    assert pinned.nstreams == 1 and pinned.nireq == 1, (pinned.nstreams, pinned.nireq)
+    assert ceiling(str(cpu))["skipped"] == ["tiny@1"], "same build, same set: kept"
+    assert ceiling(every)["measured"] == ["tiny@1"], "another set: measured again"
+    assert load_ceiling(repo)[("tiny", 1)].cpus == format_cpuset(os.sched_getaffinity(0))
