@@ -58,6 +58,8 @@ def format_percentile(latency: Any, name: str) -> str:
     if samples is not None and not enough_samples(name, samples):
         return f"n/a: {samples} samples"
     return format_ms(getattr(latency, name, None))
+
+
 def format_cores(value: float | None) -> str:
     """CPU in cores (1.00 = one core busy all the time)."""
     return DASH if value is None else f"{value:.2f}"

@@ -164,6 +164,8 @@ class HostFrequency:
     high_hz: float | None  # the highest
     change: float | None  # (high - low) / high
     throttles: int | None  # core and package throttling events in the window; None: not exposed
+
+
 class ProgramUse:
     """One lab program on one host over the window (the process exporter's group)."""
 
