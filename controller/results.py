@@ -166,6 +166,7 @@ class HostFrequency:
     throttles: int | None  # core and package throttling events in the window; None: not exposed
 
 
+@dataclass
 class ProgramUse:
     """One lab program on one host over the window (the process exporter's group)."""
 
