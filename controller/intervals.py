@@ -18,6 +18,9 @@ the lab.
   rebuilt from the same file prints the same bounds), and says honestly when the
   denominator is too uncertain for any bounded interval; a bootstrap over two to
   five repeats would resample too few values to be trusted.
+
+Throughputs and their ratios are never negative: a lower bound that the
+symmetric t-interval puts below 0 (two or three very noisy repeats) is cut at 0.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ def interval(estimate: Estimate, centre: float | None = None) -> Interval:
     method = estimate.method or f"t-interval on the mean of {estimate.samples} repeats"
     return Interval(
         centre,
-        centre - halfwidth * scale,
+        max(0.0, centre - halfwidth * scale),  # a throughput is never below 0
         centre + halfwidth * scale,
         estimate.samples,
         method,
@@ -239,6 +242,6 @@ def ratio_interval(numerator: Estimate, denominator: Estimate) -> Interval:
         )
     root = math.sqrt(max(0.0, (a * b) ** 2 - (b * b - t * t * vb) * (a * a - t * t * va)))
     denominator_term = b * b - t * t * vb
-    low = (a * b - root) / denominator_term
+    low = max(0.0, (a * b - root) / denominator_term)  # nor is a ratio of two of them
     high = (a * b + root) / denominator_term
     return Interval(ratio, low, high, samples, method)

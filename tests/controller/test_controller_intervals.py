@@ -113,3 +113,11 @@ def test_fieller_with_an_exact_reference_is_the_numerators_t_interval_over_it() 
     half = 4.303 * 4 / 3**0.5  # t(2) x stdev 4 / sqrt(3)
     assert result.low == pytest.approx((100 - half) / 50, rel=1e-3)
     assert result.high == pytest.approx((100 + half) / 50, rel=1e-3)
+
+
+def test_a_lower_bound_below_zero_is_cut_at_zero() -> None:
+    noisy = from_repeats([96.5, 37.5, 24.0])  # three repeats of a starved machine
+    steady = from_repeats([8.5, 6.8, 10.5])
+    assert noisy is not None and steady is not None
+    assert interval(noisy).low == 0.0 < interval(noisy).high
+    assert ratio_interval(noisy, steady).low == 0.0
