@@ -207,66 +207,6 @@ def _plan(tmp_path: Path, batches: list[int]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab_daemons_killed(provisioned, tmp_path_factory):
-    """A two-point run whose Prometheus, HAProxy and node exporter are killed (SIGKILL) once
-    the first point's load is under way; it keeps the lab up for the tests after it."""
-    state, results, _ = provisioned
-    daemons = {
-        "Prometheus": state / "monitoring" / "prometheus.pid",
-        "HAProxy": state / "load_balancer" / "haproxy.pid",
-        "node exporter": state / "monitoring" / "node_exporter.pid",
-    }
-    # ref-tensorflow: the run after this one starts ref-openvino afresh, and counts from 0
-    plan = _plan(tmp_path_factory.mktemp("lab_faults"), [1, 4])
-    data = yaml.safe_load(plan.read_text())
-    data.update({"servers": ["ref-tensorflow"], "baseline": "ref-tensorflow"})
-    plan.write_text(yaml.safe_dump(data))
-    try:  # the smoke run left ref-tensorflow serving: count this run's requests only
-        before = _served_requests("http://127.0.0.1:8503")
-    except OSError:
-        before = 0.0
-    run = _servelab_run(state, results, "--plan", str(plan), "--keep-up")
-    killed: dict[str, int] = {}
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            try:
-                served = _served_requests("http://127.0.0.1:8503")
-                before = before if served >= before else 0.0  # a restarted server
-                if served - before > 100:
-                    for name, pidfile in daemons.items():
-                        killed[name] = int(pidfile.read_text().split()[0])
-                        os.kill(killed[name], signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        assert len(killed) == 3, f"the first point's load never reached the server ({killed})"
-        output, _ = run.communicate(timeout=600)
-    finally:
-        run.kill()
-    return run.returncode, output, daemons, killed
-
-
-def test_lab_daemons_killed_mid_point_cost_one_measurement_not_the_run(lab_daemons_killed):
-    returncode, output, daemons, killed = lab_daemons_killed
-    run_dir = _run_dir(output)
-    document = json.loads((run_dir / "results.json").read_text())
-    points = {p["batch"]: p for p in document["points"]}
-    # the spoiled point was measured again with the daemons back; the other one is valid
-    assert points[1]["valid"], points[1]["reasons"]
-    assert points[4]["valid"], points[4]["reasons"]
-    assert returncode == 0, output[-3000:]
-    assert document["failures"] == []
-    # the first attempt was written down as a lab fault, naming what died
-    fault = re.search(r"^point 1/2 \S+: .*FAILED: lab fault: (.*)$", output, re.M)
-    assert fault, output[-3000:]
-    assert "Prometheus" in fault.group(1)
-    # each daemon runs again, under a new process
-    for name, pidfile in daemons.items():
-        assert int(pidfile.read_text().split()[0]) != killed[name], name
-
-
-@pytest.fixture(scope="module")
 def killed_run(provisioned, tmp_path_factory):
     """A run whose server is killed once the first point's load is under way."""
     state, results, _ = provisioned
@@ -331,6 +271,59 @@ def test_resume_measures_only_what_is_missing(provisioned, killed_run):
     assert len(document["run"]["resumed"]) == 1
     # a run without --keep-up ends with teardown
     assert _lab_processes(state) == []
+
+
+@pytest.fixture(scope="module")
+def lab_daemons_killed(provisioned, killed_run, tmp_path_factory):
+    """A two-point run whose Prometheus, HAProxy and node exporter are killed (SIGKILL) once
+    the first point's load is under way."""
+    state, results, _ = provisioned
+    # the run before ended with teardown: provision again, as lab.yml would
+    for name in ("playbooks/server.yml", "playbooks/client.yml"):
+        again = playbook(name, state, results)
+        assert again.returncode == 0, again.stdout[-3000:]
+    daemons = {
+        "Prometheus": state / "monitoring" / "prometheus.pid",
+        "HAProxy": state / "load_balancer" / "haproxy.pid",
+        "node exporter": state / "monitoring" / "node_exporter.pid",
+    }
+    plan = _plan(tmp_path_factory.mktemp("lab_faults"), [1, 4])
+    run = _servelab_run(state, results, "--plan", str(plan))
+    killed: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            try:
+                if _served_requests("http://127.0.0.1:8001") > 100:
+                    for name, pidfile in daemons.items():
+                        killed[name] = int(pidfile.read_text().split()[0])
+                        os.kill(killed[name], signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        assert len(killed) == 3, f"the first point's load never reached the server ({killed})"
+        output, _ = run.communicate(timeout=600)
+    finally:
+        run.kill()
+    return run.returncode, output, daemons, killed
+
+
+def test_lab_daemons_killed_mid_point_cost_one_measurement_not_the_run(lab_daemons_killed):
+    returncode, output, _, _ = lab_daemons_killed
+    run_dir = _run_dir(output)
+    document = json.loads((run_dir / "results.json").read_text())
+    points = {p["batch"]: p for p in document["points"]}
+    # the spoiled point was measured again with the daemons back; the other one is valid
+    assert points[1]["valid"], points[1]["reasons"]
+    assert points[4]["valid"], points[4]["reasons"]
+    assert returncode == 0, output[-3000:]
+    assert document["failures"] == []
+    # the first attempt was written down as a lab fault, naming what died
+    fault = re.search(r"^point 1/2 \S+: .*FAILED: lab fault: (.*)$", output, re.M)
+    assert fault, output[-3000:]
+    assert "Prometheus" in fault.group(1)
+    # then the same point again, measured with the daemons back
+    assert re.search(r"^point 1/2 \S+: [\d.]+ frames/s, .*, valid", output, re.M), output[-3000:]
 
 
 def test_teardown_leaves_no_process_behind(provisioned):
