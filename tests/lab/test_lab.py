@@ -176,7 +176,8 @@ def test_the_server_and_the_lab_run_inside_their_cpu_sets(lab):
     of HAProxy, Prometheus and the node exporter on the lab set: the local inventory's
     split of this machine, as results.json records it."""
     state, results, run = lab
-    assert run.returncode == 0, run.stdout[-3000:]
+    # whether every point was valid is the test above's; here, where each one ran
+    assert (results / "latest" / "results.json").is_file(), run.stdout[-3000:]
     document = _document(results)
     sets = document["run"]["hosts"]["server"][0]["cpus"]
     assert sets["server"] and sets["lab"], sets
