@@ -41,11 +41,11 @@ DEFAULT_STATE = Path("/var/lib/servelab")
 def docker_lab(docker_engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("docker_lab")
     results = root / "results"
-    # as a new user runs it: the default state directory, from a home of mode 0700
-    # (root's, and Debian's default for new users), which the containers' user cannot enter
-    home = root / "home"
-    home.mkdir(mode=0o700)
-    home.chmod(0o700)
+    # as a new user runs it: the default state directory, from the user's own home of
+    # mode 0700 (root's on Debian), which the containers' user cannot enter; the real
+    # home, so that the controller's wheelhouse and pip's cache are the ones a user has
+    home = Path.home()
+    assert home.stat().st_mode & 0o077 == 0, f"{home} is not mode 0700, as this test needs"
     existed = DEFAULT_STATE.exists()
     state = DEFAULT_STATE
     plan = yaml.safe_load((PROJECT / "plans" / "smoke.yml").read_text())
@@ -55,9 +55,7 @@ def docker_lab(docker_engine, tmp_path_factory):
     volumes_before = docker.volumes()
 
     def run(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return playbook(
-            name, None, results, *DOCKER, *extra, plan=plan_file, extra_env={"HOME": str(home)}
-        )
+        return playbook(name, None, results, *DOCKER, *extra, plan=plan_file)
 
     try:
         yield run, state, results, volumes_before
