@@ -79,49 +79,72 @@ def unbounded(estimate: float | None, note: str, samples: int = 0) -> Interval:
 # Student's t quantile (no SciPy in the lab's venv)
 
 
-def _t_density(x: float, df: int) -> float:
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    return math.exp(log_norm - (df + 1) / 2 * math.log1p(x * x / df))
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
 
 
-def _t_cdf_above_half(x: float, df: int) -> float:
-    """P(T <= x) - 1/2 for x >= 0, by Simpson's rule (density smooth, 400 panels)."""
-    panels = 400
-    h = x / panels
-    total = _t_density(0.0, df) + _t_density(x, df)
-    for i in range(1, panels):
-        total += (4 if i % 2 else 2) * _t_density(i * h, df)
-    return total * h / 3
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), regularized."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with df degrees of freedom."""
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_inverse(p: float, df: float) -> float:
+    """The t with P(T <= t) = p (bisection: monotone, and fast enough for a verdict)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"quantile of {p}: must be strictly between 0 and 1")
+    low, high = -1e6, 1e6
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        if t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-10:
+            break
+    return (low + high) / 2.0
 
 
 @lru_cache(maxsize=256)
-def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
-    """The two-sided quantile of Student's t: P(|T| <= q) = confidence."""
+def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
+    """The two-sided quantile of Student's t: P(|T| <= q) = confidence (df may be Welch's
+    fractional degrees of freedom)."""
     if df < 1:
         raise ValueError(f"degrees of freedom {df}; need at least 1")
-    target = confidence / 2
-    if df == 1:  # Cauchy: closed form
-        return math.tan(math.pi * target)
-    if df == 2:
-        p = 0.5 + target
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    low, high = 0.0, 20.0
-    for _ in range(50):
-        mid = (low + high) / 2
-        if _t_cdf_above_half(mid, df) < target:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
-
-
-def _t_quantile_real(df: float) -> float:
-    """t quantile at a fractional df (Welch's), between its two whole neighbours."""
-    floor = max(1, math.floor(df))
-    if df <= floor:
-        return t_quantile(floor)
-    share = df - floor
-    return (1 - share) * t_quantile(floor) + share * t_quantile(floor + 1)
+    return t_inverse(0.5 + confidence / 2, df)
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +251,7 @@ def ratio_interval(numerator: Estimate, denominator: Estimate) -> Interval:
     spread = va + ratio * ratio * vb
     parts = va * va / numerator.df + (ratio**4) * vb * vb / denominator.df
     df = spread * spread / parts if parts > 0 else float(numerator.df + denominator.df)
-    t = _t_quantile_real(df)
+    t = t_quantile(df)
     method = f"Fieller's interval (n = {numerator.samples} / {denominator.samples})"
     g = t * t * vb / (b * b)
     if g >= 1:

@@ -42,6 +42,7 @@ from servelab.controller.history import (
     read_history,
     register,
 )
+from servelab.controller.intervals import t_cdf, t_inverse
 from servelab.controller.results import ReportError, read_results
 
 VERDICT_FILE = "verdict.json"
@@ -68,69 +69,6 @@ class Settings:
             raise ValueError(f"confidence {self.confidence}: must be above 0.5 and below 1")
         if not 0 <= self.min_change < 1:
             raise ValueError(f"min_change {self.min_change}: a fraction from 0 up to below 1")
-
-
-# ---------------------------------------------------------------------------
-# Student's t (no SciPy in the controller's dependencies)
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 300):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
-
-
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), regularized."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with df degrees of freedom."""
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The t with P(T <= t) = p (bisection: monotone, and fast enough for a verdict)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"quantile of {p}: must be strictly between 0 and 1")
-    low, high = -1e6, 1e6
-    for _ in range(200):
-        middle = (low + high) / 2.0
-        if t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-        if high - low < 1e-10:
-            break
-    return (low + high) / 2.0
 
 
 # ---------------------------------------------------------------------------
@@ -292,7 +230,7 @@ def judge_point(
     if scale > 0:
         t = (y - mean) / scale
         confidence = t_cdf(abs(t), n - 1)
-        half_width = t_quantile(settings.confidence, n - 1) * scale
+        half_width = t_inverse(settings.confidence, n - 1) * scale
     else:  # a history without spread: any difference is certain, min_change decides
         confidence = 0.5 if y == mean else 1.0
         half_width = 0.0

@@ -15,7 +15,8 @@ import statistics
 import pytest
 
 from servelab.controller.history import PointValue, read_history, register
-from servelab.controller.intervals import from_repeats, interval
+from servelab.controller.intervals import from_repeats, interval, t_cdf
+from servelab.controller.intervals import t_inverse as t_quantile
 from servelab.controller.verdict import (
     IMPROVED,
     NOT_JUDGED,
@@ -24,8 +25,6 @@ from servelab.controller.verdict import (
     Settings,
     judge_point,
     register_and_judge,
-    t_cdf,
-    t_quantile,
 )
 from tests.support.history import TRUE_FPS, add_run, noisy_values, run_id
 
