@@ -16,12 +16,6 @@ from typing import Any, Protocol
 from servelab.controller import clocks
 from servelab.controller.clocks import ClockOffset
 from servelab.controller.metrics import (
-    CpuUse,
-    HostFrequency,
-    NetworkUse,
-    ProgramUse,
-    ProxyMetrics,
-    ServerSideMetrics,
     cpu_frequency,
     cpu_use,
     network_use,
@@ -39,7 +33,15 @@ from servelab.controller.prometheus import (
     scrape_coverage,
 )
 from servelab.controller.provenance import read_facts
-from servelab.controller.results import client_pool_cpu
+from servelab.controller.results import (
+    CpuUse,
+    HostFrequency,
+    NetworkUse,
+    ProgramUse,
+    ProxyMetrics,
+    ServerSideMetrics,
+    client_pool_cpu,
+)
 
 FACTS_FILE = "facts.json"
 # How long Prometheus may take to see a freshly started server's metrics.
